@@ -1,0 +1,155 @@
+"""Any OpenAI-compatible chat server, through `openai.AsyncOpenAI`.
+
+Request building and response parsing are pure functions; `OpenAIBackend.complete` holds the few
+lines of I/O and the one retry layer of llmnb (the SDK's own retries are switched off, so retries
+never multiply).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+from ..errors import ModelCallError
+from .base import Backend, Completion, PerLoop, Request
+
+# Statuses worth another try: the request may succeed unchanged a moment later.
+RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504})
+# Statuses with which a server that lacks json_schema structured outputs refuses them
+# (llama.cpp's server: 500; others: 400 or 422). Seen only before a structured call has worked.
+SCHEMA_REFUSED = frozenset({400, 422, 500, 501})
+MAX_BACKOFF = 30.0
+
+
+def build_request(model: str, request: Request, schema_mode: str) -> dict[str, Any]:
+    """The keyword arguments of `chat.completions.create` for a request.
+
+    schema_mode "json_schema" uses OpenAI structured outputs; "json_object" is the fallback for
+    servers without them: JSON mode, with the schema both in the system message (so any model
+    knows the shape) and in `response_format` (which llama.cpp's server uses as a grammar).
+    """
+    kwargs: dict[str, Any] = {"model": model, "messages": list(request.messages)}
+    for key in ("max_tokens", "temperature", "seed"):
+        if getattr(request, key) is not None:
+            kwargs[key] = getattr(request, key)
+    if request.schema is not None:
+        if schema_mode == "json_schema":
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": request.schema, "strict": False},
+            }
+        else:
+            kwargs["response_format"] = {"type": "json_object", "schema": request.schema}
+            kwargs["messages"] = with_schema_instruction(kwargs["messages"], request.schema)
+    return kwargs
+
+
+def with_schema_instruction(messages: list[dict], schema: dict) -> list[dict]:
+    import json
+
+    note = f"Reply with one JSON object that matches this JSON schema: {json.dumps(schema)}"
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": messages[0]["content"] + "\n" + note}, *messages[1:]]
+    return [{"role": "system", "content": note}, *messages]
+
+
+def parse_response(response: Any) -> Completion:
+    if not response.choices:
+        raise ModelCallError("the server answered with no choices; check that the model name is right")
+    usage = getattr(response, "usage", None)
+    return Completion(
+        text=response.choices[0].message.content or "",
+        tokens_in=getattr(usage, "prompt_tokens", None),
+        tokens_out=getattr(usage, "completion_tokens", None),
+    )
+
+
+def retry_delay(attempt: int, retry_after: str | None) -> float:
+    """Seconds to wait before attempt `attempt + 1`: the server's Retry-After if it gave one,
+    else exponential backoff with jitter."""
+    if retry_after:
+        try:
+            return min(max(float(retry_after), 0.0), MAX_BACKOFF)
+        except ValueError:
+            pass  # an HTTP date; rare for APIs, fall back to backoff
+    return min(0.5 * 2 ** (attempt - 1), MAX_BACKOFF) * random.uniform(0.8, 1.2)
+
+
+class OpenAIBackend(Backend):
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        max_concurrency: int = 16,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+    ):
+        import openai  # imported here so `import llmnb` stays light
+
+        self._openai = openai
+        self.model = model
+        self.name = f"openai:{model}"
+        self.base_url = base_url
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.max_concurrency = max_concurrency
+        self.schema_mode: str | None = None  # decided by the first structured call
+        # The key goes to the clients and is kept privately only to scrub it from error text;
+        # no repr or message shows it.
+        self._clients = PerLoop(
+            lambda: openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout)
+        )
+        self._slots = PerLoop(lambda: asyncio.Semaphore(max_concurrency))
+        self._secret = api_key
+
+    def __repr__(self) -> str:
+        where = f", base_url={self.base_url!r}" if self.base_url else ""
+        return f"OpenAIBackend({self.model!r}{where})"
+
+    def slot(self):
+        return self._slots.get()
+
+    async def complete(self, request: Request) -> Completion:
+        client = self._clients.get()
+        attempt = 0
+        while True:
+            attempt += 1
+            mode = self.schema_mode or "json_schema"
+            try:
+                async with asyncio.timeout(self.timeout):
+                    response = await client.chat.completions.create(**build_request(self.model, request, mode))
+            except self._openai.APIStatusError as e:
+                status, retry_after = e.status_code, e.response.headers.get("retry-after")
+                if request.schema is not None and self.schema_mode is None and status in SCHEMA_REFUSED:
+                    self.schema_mode = "json_object"  # the server lacks json_schema: use the fallback
+                    attempt -= 1
+                    continue
+                error: Exception = e
+                what = f"HTTP {status}: {self._clean(e.message)}"
+                retryable = status in RETRYABLE
+            except (self._openai.APIConnectionError, TimeoutError) as e:
+                error, retry_after, status, retryable = e, None, None, True
+                timed_out = isinstance(e, (TimeoutError, self._openai.APITimeoutError))
+                what = f"no answer within timeout={self.timeout}s" if timed_out else "connection failed"
+            else:
+                if request.schema is not None and self.schema_mode is None:
+                    self.schema_mode = mode
+                return parse_response(response)
+            if not retryable or attempt > self.max_retries:
+                where = f" at {self.base_url}" if self.base_url else ""
+                raise ModelCallError(
+                    f"{self.name}{where}: {what}, after {attempt} attempt(s) (max_retries={self.max_retries})",
+                    status=status,
+                    attempts=attempt,
+                ) from error
+            await asyncio.sleep(retry_delay(attempt, retry_after))
+
+    def _clean(self, text: str) -> str:
+        """Error text from a server, short and without the API key (some servers echo it)."""
+        text = " ".join(str(text).split())
+        if self._secret:
+            text = text.replace(self._secret, "***")
+        return text[:200]

@@ -1,0 +1,40 @@
+"""The few exceptions llmnb raises. Every message says what to do next."""
+
+from __future__ import annotations
+
+
+class LlmnbError(Exception):
+    """Base class: catch this to handle any llmnb failure."""
+
+
+class ConfigError(LlmnbError, ValueError):
+    """Bad input to llmnb itself: an unknown model name, a missing file or key, bad labels."""
+
+
+class SchemaError(ConfigError, TypeError):
+    """A target type that cannot be turned into a JSON schema."""
+
+
+class ModelCallError(LlmnbError):
+    """A model call failed after every allowed attempt (HTTP error, timeout, lost connection).
+
+    `status` is the HTTP status when there was one, `attempts` how many requests were made.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, attempts: int = 1):
+        super().__init__(message)
+        self.status = status
+        self.attempts = attempts
+
+
+class ExtractError(LlmnbError):
+    """The model's output did not validate against the requested type.
+
+    `raw` holds the model's text exactly as it came back, `target` the requested type, so nothing
+    the model produced is lost.
+    """
+
+    def __init__(self, message: str, *, raw: str, target: object):
+        super().__init__(message)
+        self.raw = raw
+        self.target = target

