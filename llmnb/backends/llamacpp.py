@@ -10,7 +10,6 @@ go of the model, so the next call always finds it free.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, ModelCallError
 from .base import Backend, Completion, PerLoop, Request
+from .grammar import schema_to_gbnf
 
 INSTALL_HINT = "install it with: pip install llama-cpp-python"
 
@@ -56,10 +56,10 @@ class LlamaCppBackend(Backend):
 
     def grammar(self, schema: dict):
         """The llama.cpp grammar that forces output to match a JSON schema (built once per schema)."""
-        key = json.dumps(schema, sort_keys=True)
-        if key not in self._grammars:
-            self._grammars[key] = self._llama_cpp.LlamaGrammar.from_json_schema(key, verbose=False)
-        return self._grammars[key]
+        gbnf = schema_to_gbnf(schema)
+        if gbnf not in self._grammars:
+            self._grammars[gbnf] = self._llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
+        return self._grammars[gbnf]
 
     async def complete(self, request: Request) -> Completion:
         stop = threading.Event()

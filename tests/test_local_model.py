@@ -1,0 +1,184 @@
+"""The embedded model through llama.cpp, for real: every method, sync and async, typed results."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import threading
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import pydantic
+import pytest
+from typing_extensions import TypedDict
+
+from llmnb import listen
+from llmnb.sync import private_loop_tasks
+
+SPAM = "I am a Nigerian prince and will make you very rich!"
+GREEDY = {"temperature": 0, "seed": 7}
+
+
+@dataclass
+class Person:
+    name: str
+    age: int
+
+
+class City(pydantic.BaseModel):
+    name: str
+    country: str
+
+
+class Pet(TypedDict):
+    species: str
+    legs: int
+
+
+class Mood(enum.Enum):
+    HAPPY = "happy"
+    SAD = "sad"
+
+
+def test_generate_returns_text(embedded_model):
+    text = embedded_model.generate("Say hello.", max_tokens=20, **GREEDY)
+    assert isinstance(text, str) and text.strip()
+    assert embedded_model("Say hello.", max_tokens=20, **GREEDY) == text  # __call__ is generate
+
+
+@pytest.mark.parametrize(
+    "target, check",
+    [
+        (str, lambda v: isinstance(v, str)),
+        (int, lambda v: isinstance(v, int) and not isinstance(v, bool)),
+        (float, lambda v: isinstance(v, float)),
+        (bool, lambda v: isinstance(v, bool)),
+        (list[str], lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+        (Literal["red", "green"], lambda v: v in ("red", "green")),
+        (Mood, lambda v: isinstance(v, Mood)),
+        (Person, lambda v: isinstance(v, Person) and isinstance(v.age, int)),
+        (City, lambda v: isinstance(v, City) and isinstance(v.country, str)),
+        (Pet, lambda v: isinstance(v, dict) and set(v) == {"species", "legs"} and isinstance(v["legs"], int)),
+        (list[Person], lambda v: isinstance(v, list) and all(isinstance(p, Person) for p in v)),
+    ],
+    ids=lambda t: getattr(t, "__name__", str(t)) if not callable(t) or isinstance(t, type) else "",
+)
+def test_extract_types(embedded_model, target, check):
+    value = embedded_model.extract(target, "Alice is 31 years old, has a happy dog with 4 legs and lives in Paris, France.",
+                                   max_tokens=120, **GREEDY)
+    assert check(value), value
+
+
+def test_classify_seed_example(embedded_model):
+    assert embedded_model.classify(["spam", "not spam"], SPAM, **GREEDY) == "spam"
+    assert embedded_model.classify(Mood, "I won the lottery today, best day ever!", **GREEDY) in set(Mood)
+
+
+def test_sync_and_async_twins_agree(embedded_model):
+    prompt = "Name three colours."
+    sync_value = embedded_model.extract(list[str], prompt, **GREEDY)
+    async_value = asyncio.run(embedded_model.extract_async(list[str], prompt, **GREEDY))
+    assert sync_value == async_value
+    assert embedded_model.generate(prompt, max_tokens=15, **GREEDY) == asyncio.run(
+        embedded_model.generate_async(prompt, max_tokens=15, **GREEDY)
+    )
+
+
+def test_sync_call_inside_running_loop_leaves_nothing_behind(embedded_model):
+    """As in a notebook cell: a loop is running in this thread and the sync method is called without await."""
+    threads_before = threading.active_count()
+
+    async def cell():
+        return [embedded_model.classify(["spam", "not spam"], SPAM, **GREEDY) for _ in range(3)]
+
+    assert asyncio.run(cell()) == ["spam"] * 3
+    assert private_loop_tasks() == 0
+    # at most the private loop thread and the model's worker thread may have been created, once
+    assert threading.active_count() <= threads_before + 2
+    embedded_model.generate("Hi", max_tokens=5)
+    assert threading.active_count() <= threads_before + 2
+
+
+def test_seed_example_runs_concurrently_and_reports_phases(embedded_model):
+    events = []
+
+    async def main():
+        with listen(events.append):
+            return await asyncio.gather(
+                embedded_model.extract_async(list[str], "Generate 20 English names with first name and surname"),
+                embedded_model.classify_async(["spam", "not spam"], SPAM),
+            )
+
+    names, label = asyncio.run(main())
+    assert isinstance(names, list) and all(isinstance(n, str) for n in names)
+    assert label in ("spam", "not spam")
+    by_call = {}
+    for e in events:
+        by_call.setdefault(e.call_id, []).append(e.kind)
+    assert sorted(by_call.values()) == [["created", "waiting", "started", "finished"]] * 2
+    finished = [e for e in events if e.kind == "finished"]
+    assert all(e.tokens_out and e.tokens_in for e in finished)
+    # local inference is sequential: the second call starts only after the first finished
+    starts = sorted(e.time for e in events if e.kind == "started")
+    ends = sorted(e.time for e in finished)
+    assert starts[1] >= ends[0]
+
+
+def test_loop_keeps_ticking_during_local_generation(embedded_model):
+    async def main():
+        ticks = []
+
+        async def ticker():
+            while True:
+                ticks.append(time.perf_counter())
+                await asyncio.sleep(0.01)
+
+        t = asyncio.create_task(ticker())
+        start = time.perf_counter()
+        await embedded_model.generate_async("Write a short story about a cat.", max_tokens=60, **GREEDY)
+        elapsed = time.perf_counter() - start
+        t.cancel()
+        gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+        return elapsed, len(ticks), max(gaps)
+
+    elapsed, n, worst_gap = asyncio.run(main())
+    assert elapsed > 0.2  # the generation took real time...
+    assert n >= elapsed / 0.01 * 0.3  # ...and the ticker kept running through it (generous slack)
+    assert worst_gap < 0.25
+
+
+def test_cancel_waiting_and_running_local_tasks_keeps_model_usable(embedded_model):
+    events = []
+
+    async def main():
+        with listen(events.append):
+            running = asyncio.create_task(embedded_model.generate_async("Tell me a long story.", max_tokens=400))
+            waiting = asyncio.create_task(embedded_model.generate_async("Another long story.", max_tokens=400))
+            await asyncio.sleep(0.3)
+            running.cancel()
+            waiting.cancel()
+            for t in (running, waiting):
+                with pytest.raises(asyncio.CancelledError):
+                    await t
+        start = time.perf_counter()
+        label = await embedded_model.classify_async(["spam", "not spam"], SPAM, **GREEDY)
+        return label, time.perf_counter() - start
+
+    label, took = asyncio.run(main())
+    assert label == "spam"
+    assert took < 5  # the cancelled 400-token story was stopped, not finished in the background
+    kinds = [e.kind for e in events]
+    assert kinds.count("cancelled") == 2 and "finished" not in kinds
+
+
+def test_timeout_stops_a_local_generation():
+    from llmnb import ModelCallError, Models
+
+    model = Models.create(timeout=0.5)
+    start = time.perf_counter()
+    with pytest.raises(ModelCallError, match="timeout=0.5"):
+        model.generate("Write a very long essay about the sea.", max_tokens=500, temperature=0)
+    assert time.perf_counter() - start < 3  # stopped near the bound, not after 500 tokens
+    model.backend.timeout = 60  # give the next call room on a busy machine: the model must still serve it
+    assert model.classify(["spam", "not spam"], SPAM, **GREEDY) == "spam"
