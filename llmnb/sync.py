@@ -66,7 +66,10 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
     loop.call_soon_threadsafe(start)  # call_soon_threadsafe copies the caller's contextvars
     try:
-        done.wait()
+        # Short waits in a loop: a KeyboardInterrupt raised without a real signal
+        # (_thread.interrupt_main, some kernels) is only seen when a wait returns.
+        while not done.wait(0.05):
+            pass
     except KeyboardInterrupt:
         loop.call_soon_threadsafe(lambda: box[0].cancel())
         done.wait()
