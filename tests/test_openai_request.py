@@ -1,0 +1,54 @@
+"""The pure parts of the OpenAI backend: request building, response parsing, backoff."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from llmnb import ModelCallError
+from llmnb.backends.base import Request
+from llmnb.backends.openai import build_request, parse_response, retry_delay
+from llmnb.structured import target_for
+
+SCHEMA = target_for(list[str]).schema
+
+
+def test_plain_request_omits_unset_settings():
+    kwargs = build_request("m", Request(({"role": "user", "content": "hi"},), temperature=0), "json_schema")
+    assert kwargs == {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
+
+
+def test_structured_request_uses_json_schema():
+    kwargs = build_request("m", Request(({"role": "user", "content": "hi"},), schema=SCHEMA), "json_schema")
+    assert kwargs["response_format"]["type"] == "json_schema"
+    assert kwargs["response_format"]["json_schema"]["schema"] == SCHEMA
+    assert kwargs["messages"] == [{"role": "user", "content": "hi"}]
+
+
+def test_fallback_puts_schema_in_json_mode_and_system_message():
+    messages = ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"})
+    kwargs = build_request("m", Request(messages, schema=SCHEMA), "json_object")
+    assert kwargs["response_format"] == {"type": "json_object", "schema": SCHEMA}
+    assert kwargs["messages"][0]["content"].startswith("Be brief.\nReply with one JSON object")
+    assert '"array"' in kwargs["messages"][0]["content"]
+    assert len(kwargs["messages"]) == 2
+
+
+def test_parse_response_reads_text_and_usage():
+    response = SimpleNamespace(
+        choices=[SimpleNamespace(message=SimpleNamespace(content="hello"))],
+        usage=SimpleNamespace(prompt_tokens=5, completion_tokens=2),
+    )
+    completion = parse_response(response)
+    assert (completion.text, completion.tokens_in, completion.tokens_out) == ("hello", 5, 2)
+    with pytest.raises(ModelCallError, match="no choices"):
+        parse_response(SimpleNamespace(choices=[], usage=None))
+
+
+def test_retry_delay_honours_retry_after_and_backs_off():
+    assert retry_delay(1, "2") == 2.0
+    assert retry_delay(1, "1000") == 30.0  # capped
+    first, third = retry_delay(1, None), retry_delay(3, None)
+    assert 0.4 <= first <= 0.6 and 1.6 <= third <= 2.4
+    assert 0.4 <= retry_delay(1, "Wed, 21 Oct 2015 07:28:00 GMT") <= 0.6
