@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import os
-import importlib.util
 from pathlib import Path
 
 from .errors import ConfigError

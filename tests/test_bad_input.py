@@ -7,8 +7,7 @@ import typing
 
 import pytest
 
-from llmnb import ConfigError, ExtractError, Models, SchemaError
-from llmnb import registry
+from llmnb import ConfigError, ExtractError, Models, SchemaError, registry
 from llmnb.structured import target_for
 
 
