@@ -46,25 +46,29 @@ def test_errors_propagate_unchanged():
 
 def test_interrupt_cancels_the_call_and_waits_for_it(embedded_model):
     events = []
-    # the notebook's stop button sends the kernel a real SIGINT
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    start = time.perf_counter()
+    sent = []
+
+    def stop_button():  # the notebook's stop button sends the kernel a real SIGINT
+        sent.append(time.perf_counter())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Timer(0.5, stop_button).start()
     with listen(events.append), pytest.raises(KeyboardInterrupt):
         embedded_model.generate("Write a very long story about the sea.", max_tokens=500, temperature=0)
-    assert time.perf_counter() - start < 4
+    took = time.perf_counter() - sent[0]
+    kinds = [e.kind for e in events]
+    assert took < 2, (took, kinds)  # stopped within a few tokens, not after 500 (generous on a busy machine)
     assert [e.kind for e in events][-1] == "cancelled"  # the call ended before generate() returned
     assert sync.private_loop_tasks() == 0
     assert embedded_model.classify(["spam", "not spam"], "I am a Nigerian prince!", temperature=0) in ("spam", "not spam")
 
 
 def test_simulated_interrupt_is_seen_too(embedded_model):
-    timer = threading.Timer(0.5, _thread.interrupt_main)
-    timer.start()
-    start = time.perf_counter()
+    sent = []
+    threading.Timer(0.5, lambda: (sent.append(time.perf_counter()), _thread.interrupt_main())).start()
     with pytest.raises(KeyboardInterrupt):
         embedded_model.generate("Write a very long story about the sea.", max_tokens=500, temperature=0)
-    assert time.perf_counter() - start < 4
+    assert time.perf_counter() - sent[0] < 2
     assert sync.private_loop_tasks() == 0
 
 
