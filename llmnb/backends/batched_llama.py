@@ -1,0 +1,290 @@
+"""The llama.cpp pieces of the batched engine, through llama-cpp-python's low-level bindings:
+one model and one context holding N sequences, the chat prompt, and a sampler per sequence.
+
+Everything here runs in the engine's one thread; nothing here knows about asyncio.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, ModelCallError
+
+# llama-cpp-python's defaults for create_chat_completion, which the sequential backend uses:
+# the batched engine samples with the very same chain (see SequenceSampler).
+TOP_K, TOP_P, MIN_P, TYPICAL_P = 40, 0.95, 0.05, 1.0
+PENALTY_LAST_N = 64  # Llama(last_n_tokens_size=64)
+# Llama(flash_attn=False): the same attention kernels, so the same numbers as the sequential path
+FLASH_ATTN = 0  # LLAMA_FLASH_ATTN_TYPE_DISABLED
+TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
+FIRST_CANDIDATES = 256  # logits checked against a grammar before falling back to the whole vocabulary
+
+
+class LlamaContext:
+    """A GGUF model and one llama.cpp context with `n_seq` sequences of `n_ctx_seq` tokens each.
+
+    Each sequence gets its own KV stream (llama.cpp's non-unified cache), so one task can never
+    take another's room, and attention runs over a task's own cells only.
+    """
+
+    def __init__(self, llama_cpp, path: Path, *, n_seq: int, n_ctx_seq: int, n_threads: int | None, n_batch: int = 512):
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.L = L = llama_cpp
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # as Llama(verbose=False)
+        L.llama_backend_init()
+        self.model = L.llama_model_load_from_file(str(path).encode(), L.llama_model_default_params())
+        if not self.model:
+            raise ConfigError(f"llama.cpp could not load {path}: is it a GGUF model file?")
+        self.vocab = L.llama_model_get_vocab(self.model)
+        self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx_train = L.llama_model_n_ctx_train(self.model)
+
+        params = L.llama_context_default_params()
+        params.n_seq_max = n_seq
+        params.n_ctx = min(n_ctx_seq, self.n_ctx_train) * n_seq
+        params.n_batch = params.n_ubatch = n_batch
+        params.n_threads = params.n_threads_batch = n_threads or os.cpu_count() or 1
+        params.kv_unified = False
+        params.flash_attn_type = FLASH_ATTN
+        self.ctx = L.llama_init_from_model(self.model, params)
+        if not self.ctx:
+            L.llama_model_free(self.model)
+            raise ConfigError(
+                f"llama.cpp could not make a context of {n_seq} x {n_ctx_seq} tokens (out of memory?); "
+                "pass a smaller parallel= or n_ctx= to Models.create"
+            )
+        self.n_seq = n_seq
+        self.n_ctx_seq = L.llama_n_ctx_seq(self.ctx)
+        self.n_batch = n_batch
+        self.memory = L.llama_get_memory(self.ctx)
+        self.batch = L.llama_batch_init(n_batch, 0, 1)
+        self._tokens = np.ctypeslib.as_array(self.batch.token, shape=(n_batch,))
+        self._pos = np.ctypeslib.as_array(self.batch.pos, shape=(n_batch,))
+        self._logits = np.ctypeslib.as_array(self.batch.logits, shape=(n_batch,))
+        for i in range(n_batch):
+            self.batch.n_seq_id[i] = 1
+
+        # The chat prompt exactly as llama-cpp-python builds it for a GGUF with a chat template
+        # (Llama.__init__ -> Jinja2ChatFormatter -> chat_formatter_to_chat_completion_handler).
+        template = self.meta("tokenizer.chat_template")
+        if template is None:
+            self.close()
+            raise ConfigError(f"{path.name} has no chat template in its metadata; parallel= needs one")
+        eos, bos = L.llama_vocab_eos(self.vocab), L.llama_vocab_bos(self.vocab)
+        self.formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=self.token_text(eos) if eos != -1 else "",
+            bos_token=self.token_text(bos) if bos != -1 else "",
+            stop_token_ids=[eos],
+        )
+        self.stop_ids = {eos}
+        # One scratch array of the whole vocabulary: sampling runs in one thread, one sequence at a time.
+        self.scratch = np.zeros(self.n_vocab, dtype=TOKEN_DATA)
+        self.ids = np.arange(self.n_vocab, dtype=np.int32)
+
+    # --- model facts and text -------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        size = 1 << 16
+        buf = ctypes.create_string_buffer(size)
+        n = self.L.llama_model_meta_val_str(self.model, key.encode(), buf, size)
+        if n < 0:
+            return None
+        if n >= size:
+            buf = ctypes.create_string_buffer(n + 1)
+            self.L.llama_model_meta_val_str(self.model, key.encode(), buf, n + 1)
+        return buf.value.decode("utf-8", errors="replace")
+
+    def token_text(self, token: int) -> str:
+        return self.L.llama_vocab_get_text(self.vocab, token).decode("utf-8", errors="ignore")
+
+    def prompt_tokens(self, messages) -> list[int]:
+        result = self.formatter(messages=list(messages))
+        return self.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special)
+
+    def tokenize(self, text: bytes, *, add_bos: bool) -> list[int]:
+        room = len(text) + 2
+        out = (self.L.llama_token * room)()
+        n = self.L.llama_tokenize(self.vocab, text, len(text), out, room, add_bos, True)
+        if n < 0:
+            room = -n
+            out = (self.L.llama_token * room)()
+            n = self.L.llama_tokenize(self.vocab, text, len(text), out, room, add_bos, True)
+        return list(out[:n])
+
+    def piece(self, token: int) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = self.L.llama_token_to_piece(self.vocab, token, buf, 64, 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self.L.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
+        return buf.raw[:n]
+
+    def is_end(self, token: int) -> bool:
+        return token in self.stop_ids or self.L.llama_vocab_is_eog(self.vocab, token)
+
+    # --- the batch --------------------------------------------------------------------------------
+    def decode(self, items: list[tuple[int, int, int, bool]]) -> int:
+        """Decode (token, position, sequence, wants logits) items in one llama_decode; 0 is success."""
+        n = len(items)
+        tokens, positions, seqs, wants = zip(*items)
+        self._tokens[:n] = tokens
+        self._pos[:n] = positions
+        self._logits[:n] = wants
+        seq_id = self.batch.seq_id
+        for i, s in enumerate(seqs):
+            seq_id[i][0] = s
+        self.batch.n_tokens = n
+        return self.L.llama_decode(self.ctx, self.batch)
+
+    def forget(self, seq: int, start: int = 0) -> None:
+        """Free the KV cells of sequence `seq` from position `start` on."""
+        self.L.llama_memory_seq_rm(self.memory, seq, start, -1)
+
+    def logits(self, i: int) -> np.ndarray:
+        return np.ctypeslib.as_array(self.L.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,))
+
+    def close(self) -> None:
+        L = self.L
+        if getattr(self, "batch", None) is not None:
+            L.llama_batch_free(self.batch)
+            self.batch = None
+        if getattr(self, "ctx", None):
+            L.llama_free(self.ctx)
+            self.ctx = None
+        if getattr(self, "model", None):
+            L.llama_model_free(self.model)
+            self.model = None
+
+
+class SequenceSampler:
+    """One sequence's sampling state: repeat penalty, grammar and the random generator.
+
+    The result equals llama-cpp-python's chain (penalties -> grammar -> top_k -> typical ->
+    top_p -> min_p -> temp -> dist, or greedy at temperature 0) with the same seed, but cheaper:
+    that chain checks the grammar against all 49,152 tokens of the vocabulary at every step,
+    which costs more than the decode itself when eight sequences share a step. Here the grammar
+    sees the highest logits first, and the whole vocabulary only when those cannot decide the
+    outcome (see `_enough`).
+    """
+
+    def __init__(self, lc: LlamaContext, *, temperature: float, repeat_penalty: float, seed: int | None,
+                 gbnf: str | None):
+        L = self.L = lc.L
+        self.lc = lc
+        self.temperature = temperature
+        self._owned = []
+        self.penalties = self._own(L.llama_sampler_init_penalties(lc.n_vocab, PENALTY_LAST_N, repeat_penalty, 0.0, 0.0))
+        self.grammar = None
+        if gbnf is not None:
+            grammar = L.llama_sampler_init_grammar(lc.vocab, gbnf.encode(), b"root")
+            if not grammar:
+                self.close()
+                raise ModelCallError("llama.cpp rejected the grammar made from the JSON schema")
+            self.grammar = self._own(grammar)
+        self.tail = None  # greedy needs no sampler: the first valid of the sorted candidates
+        if temperature != 0:
+            tail = self._own(L.llama_sampler_chain_init(L.llama_sampler_chain_default_params()))
+            if temperature > 0:
+                for s in (L.llama_sampler_init_top_k(TOP_K), L.llama_sampler_init_typical(TYPICAL_P, 1),
+                          L.llama_sampler_init_top_p(TOP_P, 1), L.llama_sampler_init_min_p(MIN_P, 1),
+                          L.llama_sampler_init_temp(temperature)):
+                    L.llama_sampler_chain_add(tail, s)
+            L.llama_sampler_chain_add(tail, L.llama_sampler_init_dist(L.LLAMA_DEFAULT_SEED if seed is None else seed))
+            self.tail = tail
+
+    def _own(self, sampler):
+        self._owned.append(sampler)
+        return sampler
+
+    def _apply(self, sampler, data: np.ndarray) -> tuple[int, int]:
+        """Run a llama.cpp sampler over `data` in place: (the index it selected or -1, the size it kept)."""
+        L = self.L
+        array = L.llama_token_data_array(
+            data=data.ctypes.data_as(ctypes.POINTER(L.llama_token_data)), size=len(data), selected=-1, sorted=False
+        )
+        L.llama_sampler_apply(sampler, ctypes.byref(array))
+        return array.selected, array.size
+
+    def sample(self, i: int) -> int:
+        """The next token of this sequence from the logits of batch row `i`."""
+        full = self.lc.scratch
+        full["id"] = self.lc.ids
+        full["logit"] = self.lc.logits(i)
+        full["p"] = 0
+        self._apply(self.penalties, full)
+        logits = full["logit"].copy()
+        if self.grammar is None:
+            candidates = full
+        else:
+            candidates = self._grammar_candidates(logits)
+        if self.tail is None:  # greedy
+            best = int(np.argmax(candidates["logit"])) if self.grammar is None else 0
+            return int(candidates["id"][best])
+        selected, size = self._apply(self.tail, candidates)
+        if selected < 0 or selected >= size:
+            raise ModelCallError("llama.cpp's sampler selected no token")
+        return int(candidates["id"][selected])
+
+    def _grammar_candidates(self, logits: np.ndarray) -> np.ndarray:
+        """The tokens the grammar allows, highest logit first: enough of them to sample exactly."""
+        n = len(logits)
+        k = min(FIRST_CANDIDATES, n)
+        while True:
+            top = np.argpartition(-logits, k - 1)[:k] if k < n else np.arange(n)
+            top = top[np.lexsort((top, -logits[top]))]  # highest first; ties by id, as llama.cpp's argmax
+            data = np.empty(len(top), dtype=TOKEN_DATA)
+            data["id"], data["logit"], data["p"] = top, logits[top], 0
+            self._apply(self.grammar, data)
+            valid = data[np.isfinite(data["logit"])]  # the grammar sets the others to -inf, in place
+            if k == n or self._enough(valid["logit"], logits[top[-1]]):
+                if len(valid) == 0:
+                    raise ModelCallError("the grammar allows no token here (the schema cannot be completed)")
+                if self.temperature < 0:  # plain dist draws over the vocabulary in id order
+                    valid = valid[np.argsort(valid["id"])]
+                return valid
+            k = n
+
+    def _enough(self, valid: np.ndarray, bound: float) -> bool:
+        """Whether allowed tokens not yet checked (all with logits <= `bound`) cannot change the draw.
+
+        Greedy needs the best allowed token only. Sampling keeps the TOP_K best allowed tokens,
+        cuts them by cumulative probability TOP_P, then drops those below MIN_P times the best:
+        unchecked tokens matter only if fewer than TOP_K were found and they could either pass the
+        min-p cut or move the top-p cut (checked with the most mass they could have).
+        """
+        if len(valid) == 0:
+            return False
+        if self.temperature == 0 or len(valid) >= TOP_K:
+            return True
+        if self.temperature < 0:  # plain dist over every allowed token: needs them all
+            return False
+        best = float(valid[0])
+        if bound >= best + math.log(MIN_P) - 1e-3:
+            return False
+        mass = np.exp(valid.astype(np.float64) - best)
+        cum = np.cumsum(mass)
+        known = cum[-1]
+        most = known + (TOP_K - len(valid)) * math.exp(bound - best)
+
+        def cut(total, slack):  # the last token top-p keeps among those found
+            hit = np.nonzero(cum >= TOP_P * total * (1 + slack))[0]
+            return int(hit[0]) if len(hit) else len(valid) - 1
+
+        return cut(known, -1e-4) == cut(most, 1e-4)
+
+    def accept(self, token: int) -> None:
+        for sampler in (self.penalties, self.grammar, self.tail):
+            if sampler is not None:
+                self.L.llama_sampler_accept(sampler, token)
+
+    def close(self) -> None:
+        for sampler in self._owned:
+            self.L.llama_sampler_free(sampler)  # a chain frees the samplers added to it
+        self._owned = []
