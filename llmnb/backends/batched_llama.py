@@ -62,7 +62,7 @@ class LlamaContext:
             )
         self.n_seq = n_seq
         self.n_ctx_seq = L.llama_n_ctx_seq(self.ctx)
-        self.n_batch = n_batch
+        self.n_batch = min(n_batch, L.llama_n_batch(self.ctx))  # llama.cpp may lower it for small contexts
         self.memory = L.llama_get_memory(self.ctx)
         self.batch = L.llama_batch_init(n_batch, 0, 1)
         self._tokens = np.ctypeslib.as_array(self.batch.token, shape=(n_batch,))

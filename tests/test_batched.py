@@ -1,0 +1,200 @@
+"""parallel=N: several generations of the real embedded model in one llama.cpp context."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections import defaultdict
+from dataclasses import dataclass
+
+import pytest
+from pydantic import BaseModel
+
+from llmnb import Models
+from llmnb.errors import ConfigError, ModelCallError
+from llmnb.events import listen
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+    hobbies: list[str]
+
+
+@dataclass
+class City:
+    city: str
+    country: str
+
+
+class Mood(enum.Enum):
+    happy = "happy"
+    sad = "sad"
+
+
+TASKS = [  # (method, target, prompt): four kinds of structured output
+    ("extract", Person, "Bob is 40 and likes chess and golf."),
+    ("extract", City, "I flew from my home in Lyon, France to see the sea."),
+    ("extract", list[str], "Name three fruits."),
+    ("classify", Mood, "I won the lottery today and laughed all day!"),
+]
+STORIES = [f"Write a short story about {w}." for w in ("a lighthouse", "a fox", "a violin", "a storm")]
+
+
+@pytest.fixture
+def batched():
+    """A new parallel=4 model: no prompt cached yet, so its outputs do not depend on earlier tests."""
+    model = Models.create("llamacpp:smollm2", parallel=4, temperature=0)
+    yield model
+    model.backend.close()
+
+
+@pytest.fixture
+def sequential():
+    """A new sequential model (parallel=1), likewise with nothing cached."""
+    return Models.create("llamacpp:smollm2", temperature=0)
+
+
+def run_task(model, method, target, prompt, **gen):
+    return getattr(model, f"{method}_async")(target, prompt, **gen)
+
+
+def used_cells(model) -> list[int]:
+    """The highest KV position of each sequence (-1: the sequence holds no cells)."""
+    lc = model.backend._engine.lc
+    return [lc.L.llama_memory_seq_pos_max(lc.memory, s) for s in range(lc.n_seq)]
+
+
+def test_structured_results_are_valid_and_match_the_sequential_path(batched, sequential):
+    async def main():
+        together = await asyncio.gather(*(run_task(batched, *t) for t in TASKS))
+        one_by_one = [await run_task(sequential, *t) for t in TASKS]
+        return together, one_by_one
+
+    together, one_by_one = asyncio.run(main())
+    person, city, fruits, mood = together
+    assert isinstance(person, Person) and isinstance(person.age, int)
+    assert isinstance(city, City) and isinstance(city.country, str)
+    assert isinstance(fruits, list) and all(isinstance(f, str) for f in fruits)
+    assert isinstance(mood, Mood)
+    # Same prompt tokens, sampler chain and attention kernels: identical at temperature 0.
+    assert together == one_by_one
+
+
+def test_seeded_sampling_matches_the_sequential_path(batched, sequential):
+    async def main():
+        gen = {"temperature": 0.8, "seed": 3}
+        together = await asyncio.gather(*(run_task(batched, *t, **gen) for t in TASKS[:2]),
+                                        *(batched.generate_async(s, max_tokens=30, **gen) for s in STORIES[:2]))
+        one_by_one = [await run_task(sequential, *t, **gen) for t in TASKS[:2]]
+        one_by_one += [await sequential.generate_async(s, max_tokens=30, **gen) for s in STORIES[:2]]
+        return together, one_by_one
+
+    together, one_by_one = asyncio.run(main())
+    assert list(together) == one_by_one
+
+
+def test_four_tasks_overlap_on_the_timeline(batched):
+    events = defaultdict(dict)
+
+    async def main():
+        with listen(lambda e: events[e.call_id].setdefault(e.kind, e.time)):
+            return await asyncio.gather(*(batched.generate_async(s, max_tokens=24) for s in STORIES))
+
+    texts = asyncio.run(main())
+    assert all(isinstance(t, str) and t for t in texts)
+    assert len(events) == 4 and all({"waiting", "started", "finished"} <= set(e) for e in events.values())
+    assert max(e["started"] for e in events.values()) < min(e["finished"] for e in events.values())
+
+
+def test_more_tasks_than_slots_wait_for_one():
+    model = Models.create("llamacpp:smollm2", parallel=2, temperature=0, n_ctx=512)
+    spans = defaultdict(dict)
+
+    async def main():
+        with listen(lambda e: spans[e.call_id].setdefault(e.kind, e.time)):
+            return await asyncio.gather(*(model.generate_async(s, max_tokens=12) for s in STORIES))
+
+    try:
+        assert len(asyncio.run(main())) == 4
+    finally:
+        model.backend.close()
+    for span in spans.values():  # never more than two running at once
+        running = [s for s in spans.values() if s["started"] <= span["started"] < s["finished"]]
+        assert len(running) <= 2
+    waited = sorted(s["started"] - s["waiting"] for s in spans.values())
+    assert waited[-1] > 0.05  # the last ones waited for a slot to free
+
+
+def test_cancelling_one_of_four_frees_its_sequence_and_spares_the_others(batched):
+    untouched = Models.create("llamacpp:smollm2", parallel=4, temperature=0)
+
+    async def main():
+        started = asyncio.Event()
+        count = []
+
+        def seen(event):
+            if event.kind == "started":
+                count.append(event.call_id)
+                if len(count) == 4:
+                    started.set()
+
+        with listen(seen):
+            tasks = [asyncio.create_task(batched.generate_async(s, max_tokens=60)) for s in STORIES]
+            await started.wait()
+            await asyncio.sleep(0.3)  # all four are decoding
+            tasks[1].cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await tasks[1]
+            freed = used_cells(batched).count(-1)
+            others = await asyncio.gather(tasks[0], tasks[2], tasks[3])
+        after = await asyncio.gather(*(run_task(batched, *t) for t in TASKS))
+        expected = await asyncio.gather(*(untouched.generate_async(s, max_tokens=60) for s in STORIES))
+        return freed, others, after, expected
+
+    try:
+        freed, others, after, expected = asyncio.run(main())
+    finally:
+        untouched.backend.close()
+    assert freed >= 1  # the cancelled task's KV cells went at once
+    assert others == [expected[0], expected[2], expected[3]]  # as if the fourth had never been there
+    assert isinstance(after[0], Person) and isinstance(after[3], Mood)
+    assert all(slot.job is None for slot in batched.backend._engine.slots)
+
+
+def test_a_prompt_too_long_fails_alone():
+    model = Models.create("llamacpp:smollm2", parallel=2, temperature=0, n_ctx=64)
+
+    async def main():
+        return await asyncio.gather(model.generate_async("word " * 600), model.generate_async("Hi", max_tokens=5),
+                                    return_exceptions=True)
+
+    try:
+        long, short = asyncio.run(main())
+    finally:
+        model.backend.close()
+    # llama.cpp raises tiny contexts to its minimum; the message gives the real size
+    n_ctx = model.backend.n_ctx
+    assert isinstance(long, ConfigError) and "n_ctx=" in str(long) and f"{n_ctx} tokens per task" in str(long)
+    assert isinstance(short, str) and short
+
+
+def test_timeout_fails_the_call_and_the_model_keeps_serving():
+    model = Models.create("llamacpp:smollm2", parallel=2, temperature=0, n_ctx=512, timeout=0.2)
+
+    async def main():
+        with pytest.raises(ModelCallError, match="timeout=0.2"):
+            await model.generate_async(STORIES[0], max_tokens=400)
+        return await model.generate_async("Say hi", max_tokens=3)
+
+    try:
+        assert isinstance(asyncio.run(main()), str)
+        assert used_cells(model).count(-1) >= 1
+    finally:
+        model.backend.close()
+
+
+@pytest.mark.parametrize("parallel", [0, -2, True, "4", 2.5, 1000])
+def test_bad_parallel_is_a_config_error(parallel):
+    with pytest.raises(ConfigError, match="parallel"):
+        Models.create("llamacpp:smollm2", parallel=parallel)
