@@ -23,7 +23,7 @@ PENALTY_LAST_N = 64  # Llama(last_n_tokens_size=64)
 # Llama(flash_attn=False): the same attention kernels, so the same numbers as the sequential path
 FLASH_ATTN = 0  # LLAMA_FLASH_ATTN_TYPE_DISABLED
 TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
-FIRST_CANDIDATES = 256  # logits checked against a grammar before falling back to the whole vocabulary
+FIRST_CANDIDATES = 256  # the highest logits sampled from first (x16 while they cannot decide)
 
 
 class LlamaContext:
@@ -85,8 +85,6 @@ class LlamaContext:
             stop_token_ids=[eos],
         )
         self.stop_ids = {eos}
-        # One scratch array of the whole vocabulary: sampling runs in one thread, one sequence at a time.
-        self.scratch = np.zeros(self.n_vocab, dtype=TOKEN_DATA)
         self.ids = np.arange(self.n_vocab, dtype=np.int32)
 
     # --- model facts and text -------------------------------------------------------------------
@@ -168,10 +166,10 @@ class SequenceSampler:
 
     The result equals llama-cpp-python's chain (penalties -> grammar -> top_k -> typical ->
     top_p -> min_p -> temp -> dist, or greedy at temperature 0) with the same seed, but cheaper:
-    that chain checks the grammar against all 49,152 tokens of the vocabulary at every step,
-    which costs more than the decode itself when eight sequences share a step. Here the grammar
-    sees the highest logits first, and the whole vocabulary only when those cannot decide the
-    outcome (see `_enough`).
+    that chain runs over all 49,152 tokens of the vocabulary at every step, and checking each
+    against a grammar costs more than the decode itself when eight sequences share a step. Here
+    the same llama.cpp samplers see the highest logits first (256, then 4,096, then all), and
+    more only when those cannot decide the outcome (see `_enough`).
     """
 
     def __init__(self, lc: LlamaContext, *, temperature: float, repeat_penalty: float, seed: int | None,
@@ -214,70 +212,63 @@ class SequenceSampler:
 
     def sample(self, i: int) -> int:
         """The next token of this sequence from the logits of batch row `i`."""
-        full = self.lc.scratch
-        full["id"] = self.lc.ids
-        full["logit"] = self.lc.logits(i)
-        full["p"] = 0
-        self._apply(self.penalties, full)
-        logits = full["logit"].copy()
-        if self.grammar is None:
-            candidates = full
-        else:
-            candidates = self._grammar_candidates(logits)
-        if self.tail is None:  # greedy
-            best = int(np.argmax(candidates["logit"])) if self.grammar is None else 0
-            return int(candidates["id"][best])
-        selected, size = self._apply(self.tail, candidates)
-        if selected < 0 or selected >= size:
-            raise ModelCallError("llama.cpp's sampler selected no token")
-        return int(candidates["id"][selected])
-
-    def _grammar_candidates(self, logits: np.ndarray) -> np.ndarray:
-        """The tokens the grammar allows, highest logit first: enough of them to sample exactly."""
+        logits = self.lc.logits(i)
         n = len(logits)
         k = min(FIRST_CANDIDATES, n)
         while True:
-            top = np.argpartition(-logits, k - 1)[:k] if k < n else np.arange(n)
-            top = top[np.lexsort((top, -logits[top]))]  # highest first; ties by id, as llama.cpp's argmax
+            if k < n:
+                top = np.argpartition(logits, n - k)[n - k:]
+                bound = float(logits[top].min())  # no token left out has a higher logit
+            else:
+                top, bound = self.lc.ids, -math.inf
             data = np.empty(len(top), dtype=TOKEN_DATA)
             data["id"], data["logit"], data["p"] = top, logits[top], 0
-            self._apply(self.grammar, data)
-            valid = data[np.isfinite(data["logit"])]  # the grammar sets the others to -inf, in place
-            if k == n or self._enough(valid["logit"], logits[top[-1]]):
-                if len(valid) == 0:
-                    raise ModelCallError("the grammar allows no token here (the schema cannot be completed)")
-                if self.temperature < 0:  # plain dist draws over the vocabulary in id order
-                    valid = valid[np.argsort(valid["id"])]
-                return valid
-            k = n
+            self._apply(self.penalties, data)  # a repeat penalty only lowers logits
+            if self.grammar is not None:
+                self._apply(self.grammar, data)  # sets the logits of forbidden tokens to -inf
+            known = data[data["logit"] > bound]
+            known = known[np.lexsort((known["id"], -known["logit"]))]  # best first; ties by id, as llama.cpp
+            if self._enough(known["logit"], bound, left_out=n - len(known)):
+                break
+            if k == n:
+                raise ModelCallError("the grammar allows no token here (the schema cannot be completed)")
+            k = min(n, k * 16)
+        if self.tail is None:  # greedy
+            return int(known["id"][0])
+        if self.temperature < 0:  # plain dist draws over the vocabulary in id order
+            known = known[np.argsort(known["id"])]
+        selected, size = self._apply(self.tail, known)
+        if not 0 <= selected < size:
+            raise ModelCallError("llama.cpp's sampler selected no token")
+        return int(known["id"][selected])
 
-    def _enough(self, valid: np.ndarray, bound: float) -> bool:
-        """Whether allowed tokens not yet checked (all with logits <= `bound`) cannot change the draw.
+    def _enough(self, known: np.ndarray, bound: float, left_out: int) -> bool:
+        """Whether the allowed tokens found (`known`, best first, all above `bound`) decide the draw,
+        whatever the tokens not checked or at most `bound` are.
 
         Greedy needs the best allowed token only. Sampling keeps the TOP_K best allowed tokens,
         cuts them by cumulative probability TOP_P, then drops those below MIN_P times the best:
-        unchecked tokens matter only if fewer than TOP_K were found and they could either pass the
+        the others matter only if fewer than TOP_K were found and they could either pass the
         min-p cut or move the top-p cut (checked with the most mass they could have).
         """
-        if len(valid) == 0:
+        if len(known) == 0:
             return False
-        if self.temperature == 0 or len(valid) >= TOP_K:
+        if bound == -math.inf or self.temperature == 0 or len(known) >= TOP_K:
             return True
         if self.temperature < 0:  # plain dist over every allowed token: needs them all
             return False
-        best = float(valid[0])
+        best = float(known[0])
         if bound >= best + math.log(MIN_P) - 1e-3:
             return False
-        mass = np.exp(valid.astype(np.float64) - best)
-        cum = np.cumsum(mass)
-        known = cum[-1]
-        most = known + (TOP_K - len(valid)) * math.exp(bound - best)
+        cum = np.cumsum(np.exp(known.astype(np.float64) - best))
+        found = cum[-1]
+        most = found + min(TOP_K - len(known), left_out) * math.exp(bound - best)
 
         def cut(total, slack):  # the last token top-p keeps among those found
             hit = np.nonzero(cum >= TOP_P * total * (1 + slack))[0]
-            return int(hit[0]) if len(hit) else len(valid) - 1
+            return int(hit[0]) if len(hit) else len(known) - 1
 
-        return cut(known, -1e-4) == cut(most, 1e-4)
+        return cut(found, -1e-4) == cut(most, 1e-4)
 
     def accept(self, token: int) -> None:
         for sampler in (self.penalties, self.grammar, self.tail):
