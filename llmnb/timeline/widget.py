@@ -1,0 +1,202 @@
+"""`Timeline`: subscribes to call events for a block of code and shows them, live.
+
+In a kernel with ipywidgets it displays an `ipywidgets.HTML` holding the SVG and refreshes it from
+a small render thread at most `FPS` times a second, only when something changed. A thread, not a
+loop callback, because the kernel's loop may itself be blocked (a synchronous model call in the
+cell), and that is exactly when the picture should keep moving. When the block ends the output
+is replaced by the static final picture (text/html SVG + text/plain), so saved notebooks,
+nbconvert and GitHub show it without widget state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import warnings
+from pathlib import Path
+
+from .. import events
+from . import lag, render
+from .recorder import Recorder, summary
+
+FPS = 10
+HINT = "(install ipywidgets and run in Jupyter for the live picture: pip install ipywidgets)"
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+class Timeline:
+    """A live picture of the tasks run inside `with Timeline():` (or `async with`).
+
+    Every llmnb model call made in the block (and in tasks created there) becomes a row; add any
+    other awaitable with `await timeline.track(aw, name=...)`.
+    """
+
+    def __init__(self, title: str | None = None, *, display: bool | None = None):
+        self.title = title or "llmnb timeline"
+        self._display = display  # None: display when running in a kernel
+        self._recorder: Recorder | None = None
+        self._listening = None
+        self._probe: asyncio.Task | None = None
+        self._widget = None
+        self._handle = None
+        self._stop = threading.Event()
+        self._painter: threading.Thread | None = None
+        self._closed_at: float | None = None
+
+    # -- the block ---------------------------------------------------------------------------
+    def __enter__(self) -> Timeline:
+        self._recorder = Recorder(time.perf_counter())
+        self._closed_at = None
+        self._listening = events.listen(self._recorder)
+        self._listening.__enter__()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            self._probe = loop.create_task(lag.probe(self._recorder.add_lag), name="llmnb-timeline-probe")
+        if self._display if self._display is not None else _in_kernel():
+            self._show()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            self._probe = None
+        self._listening.__exit__(*exc)
+        self._closed_at = time.perf_counter()
+        self._recorder.close_open_rows(self._closed_at)
+        self._stop.set()
+        if self._painter is not None:
+            self._painter.join()
+            self._painter = None
+        if self._handle is not None:
+            self._widget.value = self.to_svg()  # the guaranteed final render
+            self._handle.update(_Static(self))
+
+    async def __aenter__(self) -> Timeline:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc) -> None:
+        self.__exit__(*exc)
+
+    async def track(self, awaitable, name: str | None = None):
+        """Await `awaitable` and record it as a row named `name`; returns its result."""
+        if self._recorder is None:
+            raise RuntimeError("track() records into an open timeline: use it inside `with Timeline() as tl:`")
+        key = self._recorder.next_tracked_key()
+        label = name or getattr(awaitable, "__qualname__", None) or type(awaitable).__name__
+
+        def emit(kind, **details):
+            self._recorder.apply(events.CallEvent(key, kind, time.perf_counter(), "", label, "", **details))
+
+        emit("created")
+        emit("started")
+        try:
+            result = await awaitable
+        except asyncio.CancelledError:
+            emit("cancelled")
+            raise
+        except Exception as e:
+            emit("failed", error=f"{type(e).__name__}: {e}")
+            raise
+        emit("finished")
+        return result
+
+    # -- data out ----------------------------------------------------------------------------
+    def _now(self) -> float:
+        end = self._closed_at if self._closed_at is not None else time.perf_counter()
+        return end - self._recorder.origin if self._recorder else 0.0
+
+    def records(self) -> list[dict]:
+        """One dict per task: name, method, model, created/start/end (seconds from the timeline's
+        start), wait (seconds spent waiting for a slot), status, tokens_in, tokens_out, error."""
+        if self._recorder is None:
+            return []
+        out = []
+        for r in self._recorder.rows():
+            wait = ((r.started if r.started is not None else r.end) or 0) - r.waiting if r.waiting is not None else 0.0
+            out.append({"name": r.label, "method": r.method, "model": r.model, "created": r.created,
+                        "start": r.started, "end": r.end, "wait": max(wait, 0.0), "status": r.status,
+                        "tokens_in": r.tokens_in, "tokens_out": r.tokens_out, "error": r.error})
+        return out
+
+    def summary(self) -> dict:
+        """wall (first creation to last end), busy (sum of running times) and speedup (busy / wall)."""
+        rows = self._recorder.rows() if self._recorder else []
+        return summary(rows, self._now())
+
+    @property
+    def lags(self) -> list[tuple[float, float]]:
+        """Stretches (start, end), in seconds from the timeline's start, when the event loop was blocked."""
+        return list(self._recorder.lags) if self._recorder else []
+
+    def to_text(self) -> str:
+        rows = self._recorder.rows() if self._recorder else []
+        return render.to_text(rows, self.lags, self._now(), self.title)
+
+    def to_svg(self) -> str:
+        rows = self._recorder.rows() if self._recorder else []
+        return render.to_svg(rows, self.lags, self._now(), self.title)
+
+    def save_svg(self, path) -> Path:
+        path = Path(path)
+        path.write_text(self.to_svg(), encoding="utf-8")
+        return path
+
+    # -- display -----------------------------------------------------------------------------
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        bundle = {"text/plain": self.to_text(), "text/html": self.to_svg()}
+        if self._widget is not None and self._closed_at is None:
+            bundle["application/vnd.jupyter.widget-view+json"] = {
+                "version_major": 2, "version_minor": 0, "model_id": self._widget.model_id}
+        return bundle
+
+    def __repr__(self) -> str:
+        return self.to_text()
+
+    def _show(self) -> None:
+        from IPython.display import display
+
+        try:
+            import ipywidgets
+        except ImportError:
+            warnings.warn(f"the timeline is drawn when the block ends {HINT}", stacklevel=3)
+            self._handle = display(_Static(self), display_id=True)
+            return
+        self._widget = ipywidgets.HTML(self.to_svg())
+        self._handle = display(self, display_id=True)
+        self._stop.clear()
+        self._painter = threading.Thread(target=self._paint, name="llmnb-timeline", daemon=True)
+        self._painter.start()
+
+    def _paint(self) -> None:
+        """Redraw on change, at most FPS times a second, until the block ends."""
+        drawn = -1
+        while not self._stop.wait(1 / FPS):
+            if self._recorder.version != drawn or self._running():
+                drawn = self._recorder.version
+                self._widget.value = self.to_svg()
+
+    def _running(self) -> bool:
+        # running bars grow with time even without new events
+        return any(r.end is None for r in self._recorder.rows())
+
+
+class _Static:
+    """The final picture, without the widget: what the saved notebook keeps."""
+
+    def __init__(self, timeline: Timeline):
+        self._timeline = timeline
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return {"text/plain": self._timeline.to_text(), "text/html": self._timeline.to_svg()}
