@@ -156,18 +156,21 @@ def test_cancel_waiting_and_running_local_tasks_keeps_model_usable(embedded_mode
             running = asyncio.create_task(embedded_model.generate_async("Tell me a long story.", max_tokens=400))
             waiting = asyncio.create_task(embedded_model.generate_async("Another long story.", max_tokens=400))
             await asyncio.sleep(0.3)
+            cancelled_at = time.perf_counter()
             running.cancel()
             waiting.cancel()
             for t in (running, waiting):
                 with pytest.raises(asyncio.CancelledError):
                     await t
-        start = time.perf_counter()
+            stopped_after = time.perf_counter() - cancelled_at
         label = await embedded_model.classify_async(["spam", "not spam"], SPAM, **GREEDY)
-        return label, time.perf_counter() - start
+        return label, stopped_after
 
-    label, took = asyncio.run(main())
+    label, stopped_after = asyncio.run(main())
     assert label == "spam"
-    assert took < 5  # the cancelled 400-token story was stopped, not finished in the background
+    # the cancelled call returns only once the worker has let go of the model, a token or so
+    # later: far sooner than the 400-token story would take (generous for a busy machine)
+    assert stopped_after < 2
     kinds = [e.kind for e in events]
     assert kinds.count("cancelled") == 2 and "finished" not in kinds
 
