@@ -152,6 +152,7 @@ def test_cancel_waiting_and_running_local_tasks_keeps_model_usable(embedded_mode
     events = []
 
     async def main():
+        await embedded_model.generate_async("Hi", max_tokens=1)  # the first decode of a process is slow
         with listen(events.append):
             running = asyncio.create_task(embedded_model.generate_async("Tell me a long story.", max_tokens=400))
             waiting = asyncio.create_task(embedded_model.generate_async("Another long story.", max_tokens=400))
