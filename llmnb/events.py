@@ -30,6 +30,7 @@ ENDS = frozenset({"finished", "failed", "cancelled"})
 Listener = Callable[["CallEvent"], None]
 
 _listeners: ContextVar[tuple[Listener, ...]] = ContextVar("llmnb_listeners", default=())
+_task_name: ContextVar[str | None] = ContextVar("llmnb_task_name", default=None)
 _call_ids = itertools.count(1)
 
 
@@ -56,6 +57,11 @@ def listen(listener: Listener) -> Iterator[None]:
         _listeners.reset(token)
 
 
+def name_calls(name: str) -> None:
+    """Prefix the labels of the calls made from now on in this context (one task) with `name`."""
+    _task_name.set(name)
+
+
 def excerpt(text: str, width: int = 40) -> str:
     """A one-line label for a prompt: whitespace collapsed, cut with an ellipsis."""
     line = " ".join(str(text).split())
@@ -69,7 +75,8 @@ class Call:
     def __init__(self, method: str, label: str, model: str):
         self.id = next(_call_ids)
         self.method = method
-        self.label = label
+        name = _task_name.get()
+        self.label = f"{name}: {label}" if name else label
         self.model = model
         self._listeners = _listeners.get()
         self.emit("created")

@@ -1,0 +1,188 @@
+"""%llm_model, %%llm_extract and %%llm_parallel. Loaded by `%load_ext llmnb`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Int, Unicode
+
+from .. import Models, Timeline, events
+from ..errors import ConfigError
+from ..registry import DEFAULT
+from .fill import FillError, fill
+from .parse import ParseError, TaskSpec, parse_tasks
+from .results import Results, TaskError
+from .runner import make_transformer, run_blocking
+
+RESULT_WIDTH = 70
+
+
+@magics_class
+class LlmMagics(Magics):
+    """Defaults are settable with %config, e.g. `%config LlmMagics.model = "openai:gpt-4o-mini"`."""
+
+    model = Unicode(DEFAULT, help="Default model of the llmnb magics (a Models.create name).").tag(config=True)
+    max_concurrency = Int(0, help="Default cap on tasks run at once by %%llm_parallel (0: no cap).").tag(config=True)
+
+    def __init__(self, shell):
+        super().__init__(shell)
+        self._models: dict[str, object] = {}
+
+    # -- magics -------------------------------------------------------------------------------
+    @line_magic
+    def llm_model(self, line: str):
+        """%llm_model [NAME]: show the magics' default model, or set it (same names as Models.create)."""
+        name = line.strip()
+        if name:
+            self._get_model(name)  # load it now, so a bad name fails here, in one line
+            self.model = name
+        print(f"llmnb magics use {self.model}")
+
+    @magic_arguments()
+    @argument("type", help="the result type, evaluated in your namespace: list[str], a dataclass, Literal[...]")
+    @argument("--model", "-m", help="model name for this cell (default: %%llm_model)")
+    @argument("-o", "--out", metavar="VAR", help="store the result in this variable")
+    @cell_magic
+    def llm_extract(self, line: str, cell: str):
+        """%%llm_extract TYPE [--model M] [-o VAR]: the cell body is the prompt; shows and returns a TYPE value."""
+        return run_blocking(self.run_async("llm_extract", line, cell))
+
+    @magic_arguments()
+    @argument("--model", "-m", help="model name for this cell (default: %%llm_model)")
+    @argument("-o", "--out", metavar="VAR", help="store the results (a dict by task name) in this variable")
+    @argument("--max-concurrency", "-c", type=int, default=None, metavar="N", help="run at most N tasks at once")
+    @argument("--quiet", "-q", action="store_true", help="do not print each result as it completes")
+    @cell_magic
+    def llm_parallel(self, line: str, cell: str):
+        """%%llm_parallel [--model M] [-o VAR] [--max-concurrency N]: run the cell's tasks concurrently.
+
+        One task per line (an indented line continues the prompt above):
+
+            names -> list[str]: Generate 20 English names     extract into a type
+            label ? spam | not spam: I am a Nigerian prince    classify into labels
+            greet * 10: Hello, how are you?                    10 times: greet_1 .. greet_10
+            story: Tell me a story about {animal}              generate text
+            What is the capital of France?                     a bare prompt, named p1, p2...
+
+        {name} fills in a variable of your namespace (nothing is evaluated; other braces, as in
+        JSON, stay as written; {{name}} keeps literal braces). Results print as each task
+        completes and the live timeline shows every task; Interrupt cancels what is still
+        running and keeps what finished.
+        """
+        return run_blocking(self.run_async("llm_parallel", line, cell))
+
+    # -- the one implementation, awaited on the kernel's loop or run by run_blocking -------------
+    async def run_async(self, magic: str, line: str, cell: str):
+        try:
+            line = self.shell.var_expand(line)
+            args = parse_argstring(getattr(self, magic), line)
+            if magic == "llm_extract":
+                return await self._extract(args, cell)
+            return await self._parallel(args, cell)
+        except (ConfigError, ParseError, FillError) as e:
+            raise UsageError(str(e)) from None  # one short line, not a traceback
+
+    async def _extract(self, args, cell: str):
+        if not cell.strip():
+            raise UsageError("%%llm_extract needs a prompt in the cell body")
+        target = self._eval_type(args.type)
+        prompt = fill(cell.strip(), self.shell.user_ns)
+        model = self._get_model(args.model)
+        with Timeline(title=f"%%llm_extract on {model.name}"):
+            value = await model.extract_async(target, prompt)
+        if args.out:
+            self.shell.user_ns[args.out] = value
+        return value
+
+    async def _parallel(self, args, cell: str) -> Results:
+        specs = parse_tasks(cell)
+        prompts = {spec.name: fill(spec.prompt, self.shell.user_ns) for spec in specs}
+        targets = {spec.type_expr: self._eval_type(spec.type_expr) for spec in specs if spec.type_expr}
+        model = self._get_model(args.model)
+        limit = args.max_concurrency if args.max_concurrency is not None else self.max_concurrency
+        if limit < 0:
+            raise UsageError(f"--max-concurrency must be at least 1 (or 0 for no cap), not {limit}")
+        gate = asyncio.Semaphore(limit) if limit else None
+        results = Results()
+        if args.out:  # bound now, so even an interrupted cell leaves what finished in VAR
+            self.shell.user_ns[args.out] = results
+        start = time.perf_counter()
+
+        async def run(spec: TaskSpec):
+            began = None
+            events.name_calls(spec.name)  # this task's own context: its timeline row shows the name
+            try:
+                async with gate or contextlib.nullcontext():
+                    began = time.perf_counter()
+                    value = await self._call(model, spec, prompts[spec.name], targets)
+            except Exception as e:  # one failing task never loses the others
+                value = TaskError(e)
+            return spec.name, value, began
+
+        with Timeline(title=f"%%llm_parallel: {len(specs)} tasks on {model.name}") as timeline:
+            results.timeline = timeline
+            tasks = [asyncio.ensure_future(run(spec)) for spec in specs]
+            try:
+                for next_done in asyncio.as_completed(tasks):
+                    name, value, began = await next_done
+                    results[name] = value
+                    if not args.quiet:
+                        self._report(name, value, began, start)
+            finally:  # on Interrupt: cancel what still runs, keep what finished
+                pending = [t for t in tasks if not t.done()]
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                for task in tasks:
+                    if task.done() and not task.cancelled():
+                        name, value, _ = task.result()
+                        results.setdefault(name, value)
+                results.order = [spec.name for spec in specs]
+                results.cancelled = [name for name in results.order if name not in results]
+        print(results.summary_line(), flush=True)
+        return results
+
+    @staticmethod
+    async def _call(model, spec: TaskSpec, prompt: str, targets: dict):
+        if spec.kind == "extract":
+            return await model.extract_async(targets[spec.type_expr], prompt)
+        if spec.kind == "classify":
+            return await model.classify_async(list(spec.labels), prompt)
+        return await model.generate_async(prompt)
+
+    @staticmethod
+    def _report(name: str, value, began: float | None, start: float) -> None:
+        done = time.perf_counter() - start
+        when = f"begin {began - start:5.1f} s, done {done:5.1f} s" if began is not None else f"failed at {done:5.1f} s"
+        text = " ".join(repr(value).split())
+        if len(text) > RESULT_WIDTH:
+            text = text[: RESULT_WIDTH - 1] + "…"
+        print(f"{name:<12} {when}: {text}", flush=True)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _eval_type(self, expr: str):
+        try:
+            return eval(expr, self.shell.user_ns)  # the user's own type expression, never a prompt
+        except Exception as e:
+            raise UsageError(f"unknown type {expr!r} ({type(e).__name__}: {e}); define it in an earlier cell") from None
+
+    def _get_model(self, name: str | None):
+        name = name or self.model
+        if name not in self._models:
+            try:
+                self._models[name] = Models.create(name)
+            except ConfigError as e:
+                raise UsageError(str(e)) from None
+        return self._models[name]
+
+
+def load_ipython_extension(shell) -> None:
+    magics = LlmMagics(shell)
+    shell.register_magics(magics)
+    if not any(getattr(t, "__qualname__", "").startswith("make_transformer") for t in shell.input_transformers_cleanup):
+        shell.input_transformers_cleanup.append(make_transformer(shell))

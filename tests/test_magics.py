@@ -1,0 +1,162 @@
+"""The magics in a real IPython shell: both execution paths, filling, errors, partial failure."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from llmnb.magics.fill import FillError, fill
+from llmnb.magics.parse import ParseError, parse_tasks
+from llmnb.magics.results import TaskError
+
+SEED_CELL = """%%llm_parallel -o res
+names -> list[str]: Generate 5 English names
+label ? spam | not spam: I am a Nigerian prince and will make you very rich!
+"""
+
+
+@pytest.fixture(scope="module")
+def ip():
+    from IPython.testing.globalipapp import start_ipython
+
+    shell = start_ipython()
+    shell.run_cell("%load_ext llmnb", store_history=False)
+    yield shell
+    shell.run_cell("%reset -f", store_history=False)
+
+
+def run(ip, cell):
+    result = ip.run_cell(cell, store_history=False)
+    return result
+
+
+# -- pure parts ------------------------------------------------------------------------------
+def test_parse_the_three_required_shapes():
+    specs = parse_tasks("names -> list[str]: Generate 20 names\nlabel ? spam | not spam: Win money now\n"
+                        "greet * 10: Hello, how are you?\nWhat is 2+2?\n  Answer briefly.\n# a comment\n\nSay hi")
+    assert [(s.name, s.kind) for s in specs[:2]] == [("names", "extract"), ("label", "classify")]
+    assert specs[0].type_expr == "list[str]" and specs[1].labels == ("spam", "not spam")
+    assert [s.name for s in specs[2:12]] == [f"greet_{i}" for i in range(1, 11)]
+    assert {s.prompt for s in specs[2:12]} == {"Hello, how are you?"}
+    assert [(s.name, s.prompt) for s in specs[12:]] == [("p1", "What is 2+2?\nAnswer briefly."), ("p2", "Say hi")]
+
+
+@pytest.mark.parametrize("body, match", [
+    ("", "no tasks"),
+    ("a ? spam: x", "two labels"),
+    ("a: x\na: y", "used twice"),
+    ("a * 0: x", "between 1 and"),
+])
+def test_parse_errors(body, match):
+    with pytest.raises(ParseError, match=match):
+        parse_tasks(body)
+
+
+def test_fill_identifiers_only_and_keeps_other_braces():
+    ns = {"animal": "cat", "n": 3}
+    assert fill('About {animal}: {"a": {n}} {{animal}} {1} { animal } {a.b}', ns) == \
+        'About cat: {"a": 3} {animal} {1} { animal } {a.b}'
+    with pytest.raises(FillError, match=r"\{dog\}.*\{\{dog\}\}"):
+        fill("About {dog}", ns)
+
+
+def test_fill_never_evaluates():
+    ns = {"__builtins__": __builtins__}
+    assert fill("{__import__('os').system('echo hi')}", ns) == "{__import__('os').system('echo hi')}"
+
+
+# -- a real shell, the transformer path (ip.run_cell) -----------------------------------------
+def test_seed_cell_through_the_transformer(ip):
+    result = run(ip, SEED_CELL)
+    assert result.success, result.error_in_exec
+    res = ip.user_ns["res"]
+    assert isinstance(res["names"], list) and all(isinstance(n, str) for n in res["names"])
+    assert res["label"] in ("spam", "not spam")
+    records = res.timeline.records()
+    assert [r["name"].split(":")[0] for r in records] == ["names", "label"]
+    assert result.result is res  # also the cell's value
+
+
+def test_transformer_rewrites_only_our_magics(ip):
+    transformed = ip.transform_cell("%%llm_parallel -o x\na: hi\n")
+    assert transformed.startswith("await get_ipython()")
+    assert "llm_parallel" in transformed and "'-o x'" in transformed
+    assert not ip.transform_cell("%%capture\nprint(1)\n").startswith("await")
+
+
+def test_ten_identical_prompts_and_filling(ip):
+    ip.user_ns["topic"] = "cats"
+    result = run(ip, '%%llm_parallel -o many -q\ngreet * 10: One word about {topic}. Keep {"json": true}\n')
+    assert result.success, result.error_in_exec
+    many = ip.user_ns["many"]
+    assert sorted(many) == sorted(f"greet_{i}" for i in range(1, 11))
+    assert all(isinstance(v, str) for v in many.values())
+    labels = [r["name"] for r in many.timeline.records()]
+    assert len(labels) == 10 and all("One word about cats. Keep {" in label for label in labels)
+
+
+# -- the fallback path (ip.run_cell_magic: no rewrite) -----------------------------------------
+def test_extract_through_run_cell_magic(ip):
+    from typing import Literal
+
+    ip.user_ns["Colour"] = Literal["red", "green", "blue"]
+    value = ip.run_cell_magic("llm_extract", "Colour -o colour", "What colour is the sky on a clear day?")
+    assert value in ("red", "green", "blue")
+    assert ip.user_ns["colour"] == value
+
+
+def test_parallel_through_run_cell_magic(ip):
+    res = ip.run_cell_magic("llm_parallel", "-q", "a: Say hi\nb ? yes | no: Is the sky blue?")
+    assert isinstance(res["a"], str) and res["b"] in ("yes", "no")
+
+
+def test_nested_run_cell_uses_the_fallback(ip):
+    """%%capture runs its body with a synchronous run_cell: the rewrite would break it."""
+    result = run(ip, "%%capture captured\n%%llm_parallel -o cap\na: Say hi\n")
+    assert result.success, result.error_in_exec
+    assert isinstance(ip.user_ns["cap"]["a"], str)
+
+
+# -- errors and partial failure ---------------------------------------------------------------
+@pytest.mark.parametrize("cell, match", [
+    ("%%llm_parallel --bogus\na: hi", "unrecognized arguments"),
+    ("%%llm_parallel\n", "no tasks"),
+    ("%%llm_extract NoSuchType\nhello", "unknown type 'NoSuchType'"),
+    ("%%llm_extract int\n", "needs a prompt"),
+    ("%%llm_parallel --model nope:x\na: hi", "unknown model 'nope:x'"),
+    ("%%llm_parallel\na: about {missing_var}", "no variable missing_var"),
+    ("%%llm_parallel -c -1\na: hi", "at least 1"),
+])
+def test_magic_errors_are_one_line(ip, capsys, cell, match):
+    from IPython.core.error import UsageError
+
+    result = run(ip, cell)
+    assert isinstance(result.error_in_exec, UsageError)
+    assert re.search(match, str(result.error_in_exec))
+    assert "\n" not in str(result.error_in_exec)
+    assert "Traceback" not in capsys.readouterr().out
+
+
+def test_one_failing_task_keeps_the_others(ip, capsys):
+    ip.user_ns["huge"] = "word " * 5000  # does not fit the embedded model's context
+    result = run(ip, "%%llm_parallel -o mixed\nok ? yes | no: Is water wet?\nbig: Summarise {huge}\nfine: Say hi\n")
+    assert result.success, result.error_in_exec
+    mixed = ip.user_ns["mixed"]
+    assert mixed["ok"] in ("yes", "no") and isinstance(mixed["fine"], str)
+    assert isinstance(mixed["big"], TaskError) and set(mixed.errors) == {"big"}
+    out = capsys.readouterr().out
+    assert "2 done, 1 failed (first: big: ConfigError" in out
+    statuses = {r["name"].split(":")[0]: r["status"] for r in mixed.timeline.records()}
+    assert statuses == {"ok": "done", "big": "failed", "fine": "done"}
+
+
+def test_llm_model_shows_and_sets(ip, capsys):
+    run(ip, "%llm_model")
+    assert "llmnb magics use llamacpp:smollm2" in capsys.readouterr().out
+    result = run(ip, "%llm_model nope:x")
+    assert "unknown model" in str(result.error_in_exec)
+    run(ip, "%config LlmMagics.max_concurrency = 2")
+    magics = ip.magics_manager.registry["LlmMagics"]
+    assert magics.max_concurrency == 2
+    magics.max_concurrency = 0
