@@ -1,0 +1,108 @@
+"""A real kernel: the live timeline and the magics, as a notebook sees them, including Interrupt."""
+
+from __future__ import annotations
+
+import queue
+import time
+
+import pytest
+
+jupyter_client = pytest.importorskip("jupyter_client")
+
+SETUP = "%load_ext llmnb\nimport asyncio\nfrom llmnb import Models, Timeline\nmodel = Models.create()"
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    km, kc = jupyter_client.manager.start_new_kernel(kernel_name="python3")
+    try:
+        run(kc, SETUP)
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def run(kc, code: str, timeout: float = 300, interrupt_after: float | None = None, km=None) -> list[dict]:
+    """Execute `code`; return every iopub message of that request up to its idle status."""
+    msg_id = kc.execute(code)
+    messages = []
+    deadline = time.monotonic() + timeout
+    sent_at = time.monotonic()
+    interrupted = False
+    while time.monotonic() < deadline:
+        if interrupt_after is not None and not interrupted and time.monotonic() - sent_at > interrupt_after:
+            km.interrupt_kernel()
+            interrupted = True
+        try:
+            msg = kc.get_iopub_msg(timeout=0.2)
+        except queue.Empty:
+            continue
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        messages.append(msg)
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return messages
+    raise AssertionError(f"no idle status within {timeout} s")
+
+
+def errors(messages):
+    return [m["content"] for m in messages if m["msg_type"] == "error"]
+
+
+def widget_values(messages):
+    return [m["content"]["data"]["state"]["value"] for m in messages
+            if m["msg_type"] == "comm_msg" and "value" in m["content"]["data"].get("state", {})]
+
+
+def test_timeline_updates_live_and_saves_a_static_picture(kernel):
+    _, kc = kernel
+    messages = run(kc, "with Timeline(title='live') as tl:\n"
+                       "    await asyncio.gather(model.generate_async('Tell a story.', max_tokens=80),\n"
+                       "                         model.classify_async(['spam', 'not spam'], 'Win money now!'))")
+    assert not errors(messages)
+    values = widget_values(messages)
+    assert len(set(values)) >= 2  # the picture changed while the cell ran (all before its idle)
+    assert all(v.startswith("<svg") for v in values)
+    first_display = next(m for m in messages if m["msg_type"] == "display_data")
+    assert "application/vnd.jupyter.widget-view+json" in first_display["content"]["data"]
+    final = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]
+    assert "application/vnd.jupyter.widget-view+json" not in final  # what the saved notebook keeps
+    assert final["text/html"].startswith("<svg") and "2 tasks" in final["text/plain"]
+    assert final["text/html"].count('class="llmnb-bar"') == 2
+
+
+def test_magics_run_top_to_bottom(kernel):
+    _, kc = kernel
+    messages = run(kc, "%%llm_extract list[str] -o colours\nName three colours.")
+    assert not errors(messages)
+    result = [m for m in messages if m["msg_type"] == "execute_result"]
+    assert result and result[0]["content"]["data"]["text/plain"].startswith("[")
+    messages = run(kc, "%%llm_parallel -o res\nnames -> list[str]: Generate 5 English names\n"
+                       "label ? spam | not spam: I am a Nigerian prince and will make you very rich!")
+    assert not errors(messages)
+    text = "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
+    assert "names" in text and "label" in text and "2 done" in text
+    messages = run(kc, "print(type(colours).__name__, sorted(res), res['label'] in ('spam', 'not spam'))")
+    out = "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
+    assert out.strip() == "list ['label', 'names'] True"
+
+
+def test_interrupt_cancels_tasks_and_the_next_cell_runs(kernel):
+    km, kc = kernel
+    run(kc, "import time; _t0 = time.perf_counter()")
+    messages = run(kc, "%%llm_parallel -o cut\nquick ? yes | no: Is the sky blue?\nstory * 3: Write a very long story about the sea.",
+                   interrupt_after=4, km=km)
+    errs = errors(messages)
+    assert errs and errs[0]["ename"] in ("KeyboardInterrupt", "CancelledError")
+    final = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]["text/plain"]
+    assert "cancelled" in final
+    start = time.monotonic()
+    messages = run(kc, "print(sorted(cut.cancelled), len(cut) + len(cut.cancelled))\n"
+                       "print([t.get_coro().__qualname__ for t in asyncio.all_tasks() if '_parallel' in t.get_coro().__qualname__])",
+                   timeout=30)
+    assert time.monotonic() - start < 10  # the next cell is not blocked
+    out = "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream").splitlines()
+    cancelled_names, total = out[0].rsplit(" ", 1)
+    assert total == "4" and "story_3" in cancelled_names  # every task is either kept or marked cancelled
+    assert out[1] == "[]"  # no task of the cell still runs
