@@ -66,8 +66,14 @@ class Model:
 
     async def classify_async(self, labels: Any, prompt: str, *, inst: str | None = None, retries: int = 0,
                              max_tokens: int | None = None, temperature: float | None = None, seed: int | None = None) -> Any:
-        """One of `labels` (a list of strings, or an Enum class) for `prompt`."""
+        """One of `labels` (a list of strings, or an Enum class) for `prompt`.
+
+        Unless a temperature is given (here or to Models.create), the most likely label is taken
+        (temperature 0): a classification should not change from run to run.
+        """
         label_type = labels_type(labels)
+        if temperature is None and self.defaults["temperature"] is None:
+            temperature = 0
         names = [m.value for m in label_type] if isinstance(label_type, type) else get_args(label_type)
         inst = inst or CLASSIFY_INST.format(labels=", ".join(f'"{n}"' for n in names))
         gen = dict(max_tokens=max_tokens, temperature=temperature, seed=seed)
