@@ -1,0 +1,148 @@
+"""A stand-in for a remote model: an OpenAI-compatible chat server on 127.0.0.1 that answers
+every request after a fixed latency, many requests at once, with no model behind it.
+
+For teaching and benchmarking offline: it shows what concurrency buys against a real API, where
+the time is spent waiting for the network and the server, not computing locally.
+
+    with DemoServer(latency=0.5) as server:
+        model = Models.create("openai:demo", base_url=server.base_url)
+
+or standalone: `python -m llmnb.demo_server --port 8000 --latency 0.5`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+
+REPLY = "I'm doing well, thank you. How about you?"
+
+
+class DemoServer:
+    def __init__(self, latency: float = 0.5, per_token: float = 0.0, port: int = 0, reply: str = REPLY):
+        self.latency, self.per_token, self.reply = latency, per_token, reply
+        self.port = port
+        self.in_flight = self.max_in_flight = self.requests = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> DemoServer:
+        ready = threading.Event()
+
+        def serve() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port))
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+            self._loop.run_forever()
+            self._loop.close()
+
+        self._thread = threading.Thread(target=serve, name="llmnb-demo-server", daemon=True)
+        self._thread.start()
+        ready.wait()
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+            self._loop = None
+
+    async def _shutdown(self) -> None:
+        """Close the listener and every open connection, so keep-alive handlers end at EOF."""
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        await asyncio.gather(*handlers, return_exceptions=True)
+
+    def __enter__(self) -> DemoServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def answer(self, body: dict) -> str:
+        """The reply text: a fixed sentence, or a small JSON value of the requested schema."""
+        fmt = body.get("response_format") or {}
+        schema = fmt.get("schema") or fmt.get("json_schema", {}).get("schema")
+        if schema is None:
+            return self.reply
+        return json.dumps(self._example(schema, schema.get("$defs", {})))
+
+    def _example(self, schema: dict, defs: dict):
+        if "$ref" in schema:
+            return self._example(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
+        if "enum" in schema:
+            return schema["enum"][0]
+        if "anyOf" in schema:
+            return self._example(schema["anyOf"][0], defs)
+        kind = schema.get("type")
+        if kind == "object":
+            return {k: self._example(v, defs) for k, v in schema.get("properties", {}).items()}
+        if kind == "array":
+            return [self._example(schema.get("items", {}), defs)]
+        return {"integer": 1, "number": 1.0, "boolean": True, "null": None}.get(kind, self.reply)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while True:  # keep-alive: one connection serves many requests
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.decode("latin-1").split("\r\n")[1:]:
+                    key, _, value = line.partition(":")
+                    if key.strip().lower() == "content-length":
+                        length = int(value)
+                body = json.loads(await reader.readexactly(length) or b"{}")
+                self.requests += 1
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                try:
+                    text = self.answer(body)
+                    tokens = len(text.split())
+                    await asyncio.sleep(self.latency + self.per_token * tokens)
+                finally:
+                    self.in_flight -= 1
+                payload = json.dumps({
+                    "id": f"demo-{self.requests}", "object": "chat.completion", "created": int(time.time()),
+                    "model": body.get("model", "demo"),
+                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": tokens, "total_tokens": 10 + tokens},
+                }).encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                             + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m llmnb.demo_server", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--latency", type=float, default=0.5, help="seconds before each answer")
+    parser.add_argument("--per-token", type=float, default=0.0, help="extra seconds per output token")
+    args = parser.parse_args()
+    server = DemoServer(args.latency, args.per_token, args.port).start()
+    print(f"serving {server.base_url} (latency {args.latency} s); Ctrl-C stops", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
