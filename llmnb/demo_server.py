@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -25,7 +26,7 @@ class DemoServer:
     def __init__(self, latency: float = 0.5, per_token: float = 0.0, port: int = 0, reply: str = REPLY):
         self.latency, self.per_token, self.reply = latency, per_token, reply
         self.port = port
-        self.in_flight = self.max_in_flight = self.requests = 0
+        self.in_flight = self.max_in_flight = self.requests = self.closed_early = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server = None
@@ -94,6 +95,36 @@ class DemoServer:
             return [self._example(schema.get("items", {}), defs)]
         return {"integer": 1, "number": 1.0, "boolean": True, "null": None}.get(kind, self.reply)
 
+    async def respond(self, body: dict) -> tuple[int, dict, bytes] | None:
+        """One answer: (status, headers, payload), or None to close the connection unanswered.
+        Subclasses override this to inject faults; the latency is applied by the caller."""
+        text = self.answer(body)
+        tokens = len(text.split())
+        await asyncio.sleep(self.per_token * tokens)
+        payload = json.dumps({
+            "id": f"demo-{self.requests}", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", "demo"),
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": tokens, "total_tokens": 10 + tokens},
+        }).encode()
+        return 200, {"Content-Type": "application/json"}, payload
+
+    async def _answer_unless_closed(self, reader: asyncio.StreamReader, body: dict):
+        """Wait the latency and build the answer, unless the client hangs up first (counted)."""
+        async def work():
+            await asyncio.sleep(self.latency)
+            return await self.respond(body)
+
+        answer = asyncio.ensure_future(work())
+        hangup = asyncio.ensure_future(reader.read(1))  # the client sends nothing more until answered
+        done, _ = await asyncio.wait({answer, hangup}, return_when=asyncio.FIRST_COMPLETED)
+        if answer in done:
+            hangup.cancel()
+            return answer.result(), hangup
+        answer.cancel()
+        self.closed_early += 1
+        return None, None
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         try:
@@ -109,20 +140,18 @@ class DemoServer:
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
                 try:
-                    text = self.answer(body)
-                    tokens = len(text.split())
-                    await asyncio.sleep(self.latency + self.per_token * tokens)
+                    answer, hangup = await self._answer_unless_closed(reader, body)
                 finally:
                     self.in_flight -= 1
-                payload = json.dumps({
-                    "id": f"demo-{self.requests}", "object": "chat.completion", "created": int(time.time()),
-                    "model": body.get("model", "demo"),
-                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": tokens, "total_tokens": 10 + tokens},
-                }).encode()
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                             + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+                if answer is None:
+                    return
+                status, headers, payload = answer
+                lines = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}", f"Content-Length: {len(payload)}",
+                         *(f"{k}: {v}" for k, v in headers.items())]
+                writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
                 await writer.drain()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await hangup
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:

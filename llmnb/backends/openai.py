@@ -8,6 +8,7 @@ never multiply).
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from typing import Any
 
@@ -46,8 +47,6 @@ def build_request(model: str, request: Request, schema_mode: str) -> dict[str, A
 
 
 def with_schema_instruction(messages: list[dict], schema: dict) -> list[dict]:
-    import json
-
     note = f"Reply with one JSON object that matches this JSON schema: {json.dumps(schema)}"
     if messages and messages[0]["role"] == "system":
         return [{"role": "system", "content": messages[0]["content"] + "\n" + note}, *messages[1:]]
@@ -130,6 +129,9 @@ class OpenAIBackend(Backend):
                 error: Exception = e
                 what = f"HTTP {status}: {self._clean(e.message)}"
                 retryable = status in RETRYABLE
+            except (json.JSONDecodeError, self._openai.APIResponseValidationError) as e:
+                error, retry_after, status, retryable = e, None, None, True
+                what = "the server's answer was not valid JSON"
             except (self._openai.APIConnectionError, TimeoutError) as e:
                 error, retry_after, status, retryable = e, None, None, True
                 timed_out = isinstance(e, (TimeoutError, self._openai.APITimeoutError))

@@ -1,0 +1,90 @@
+"""An OpenAI-compatible server on 127.0.0.1 that misbehaves on request, for the reliability tests.
+
+It is llmnb's demo server (latency, many requests at once, in-flight counters, connections the
+client closed early) plus a script of faults: each request takes the next fault, if any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from dataclasses import dataclass
+
+from llmnb.demo_server import DemoServer
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    status: int = 0
+    retry_after: float | None = None
+    text: str = ""
+    seconds: float = 0.0
+
+    @staticmethod
+    def http(status: int, retry_after: float | None = None) -> Fault:
+        return Fault("status", status=status, retry_after=retry_after)
+
+    @staticmethod
+    def drop() -> Fault:  # close the connection without an answer
+        return Fault("drop")
+
+    @staticmethod
+    def hang() -> Fault:  # never answer
+        return Fault("hang")
+
+    @staticmethod
+    def malformed() -> Fault:  # a 200 whose body is not JSON
+        return Fault("malformed")
+
+    @staticmethod
+    def content(text: str) -> Fault:  # this exact message content (e.g. invalid for the schema)
+        return Fault("content", text=text)
+
+    @staticmethod
+    def delay(seconds: float) -> Fault:
+        return Fault("delay", seconds=seconds)
+
+
+class FaultServer(DemoServer):
+    def __init__(self, latency: float = 0.0, **kwargs):
+        super().__init__(latency=latency, **kwargs)
+        self.faults: deque[Fault] = deque()
+        self.bodies: list[dict] = []
+        self.refuse_json_schema = False
+
+    def script(self, *faults: Fault) -> None:
+        self.faults.extend(faults)
+
+    async def respond(self, body: dict):
+        self.bodies.append(body)
+        if self.refuse_json_schema and (body.get("response_format") or {}).get("type") == "json_schema":
+            return self._error(500, "Input should be 'text' or 'json_object'")
+        fault = self.faults.popleft() if self.faults else None
+        if fault is None:
+            return await super().respond(body)
+        if fault.kind == "status":
+            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+            status, headers_, payload = self._error(fault.status, f"injected {fault.status}")
+            return status, {**headers_, **headers}, payload
+        if fault.kind == "drop":
+            return None
+        if fault.kind == "hang":
+            await asyncio.Event().wait()
+        if fault.kind == "malformed":
+            return 200, {"Content-Type": "application/json"}, b'{"choices": [ this is not json'
+        if fault.kind == "delay":
+            await asyncio.sleep(fault.seconds)
+            return await super().respond(body)
+        saved, self.reply = self.reply, fault.text
+        try:
+            status, headers, payload = await super().respond({k: v for k, v in body.items() if k != "response_format"})
+        finally:
+            self.reply = saved
+        return status, headers, payload
+
+    @staticmethod
+    def _error(status: int, message: str):
+        payload = json.dumps({"error": {"message": message, "type": "injected", "code": status}}).encode()
+        return status, {"Content-Type": "application/json"}, payload

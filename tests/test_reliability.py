@@ -1,0 +1,214 @@
+"""Faults, load and bad input against a real (misbehaving) HTTP server: nothing lost, nothing leaked."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import threading
+import time
+
+import pytest
+from fault_server import Fault
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from llmnb import ExtractError, ModelCallError, Models, Timeline, listen
+from llmnb.magics.fill import FillError, fill
+from llmnb.magics.parse import ParseError, parse_tasks
+
+KEY = "sk-test-SECRET-do-not-leak-4242"
+
+
+def remote(server, **options):
+    return Models.create("openai:test", base_url=server.base_url, api_key=KEY, **options)
+
+
+def test_retry_after_is_honoured(fault_server):
+    fault_server.script(Fault.http(429, retry_after=1))
+    start = time.perf_counter()
+    assert remote(fault_server).generate("hi") == fault_server.reply
+    assert fault_server.requests == 2
+    assert time.perf_counter() - start >= 0.9
+
+
+def test_retries_stop_after_max_retries_and_say_what_happened(fault_server):
+    fault_server.script(*[Fault.http(503, retry_after=0)] * 5)
+    with pytest.raises(ModelCallError) as info:
+        remote(fault_server, max_retries=2).generate("hi")
+    error = info.value
+    assert (error.status, error.attempts) == (503, 3) and fault_server.requests == 3
+    assert "HTTP 503" in str(error) and "3 attempt(s)" in str(error) and KEY not in str(error)
+
+
+def test_client_errors_are_not_retried(fault_server):
+    fault_server.script(Fault.http(400))
+    with pytest.raises(ModelCallError) as info:
+        remote(fault_server).generate("hi")
+    assert info.value.attempts == 1 and fault_server.requests == 1
+
+
+def test_dropped_connection_and_malformed_body_are_retried(fault_server):
+    fault_server.script(Fault.drop(), Fault.malformed())
+    assert remote(fault_server, max_retries=3).generate("hi") == fault_server.reply
+    assert fault_server.requests == 3
+
+
+def test_timeout_bounds_a_hung_server(fault_server):
+    fault_server.script(Fault.hang(), Fault.hang())
+    start = time.perf_counter()
+    with pytest.raises(ModelCallError, match="no answer within timeout=0.5s") as info:
+        remote(fault_server, timeout=0.5, max_retries=1).generate("hi")
+    assert info.value.attempts == 2
+    assert time.perf_counter() - start < 4
+
+
+def test_max_concurrency_holds_exactly_under_1000_calls(fault_server):
+    fault_server.latency = 0.005
+    model = remote(fault_server, max_concurrency=7)
+
+    async def main():
+        return await asyncio.gather(*[model.generate_async(f"call {i}") for i in range(1000)])
+
+    answers = asyncio.run(main())
+    assert len(answers) == 1000 and fault_server.max_in_flight == 7
+
+
+def test_a_batch_with_failures_keeps_every_success(fault_server):
+    fault_server.script(Fault.http(400), Fault.content("fine"), Fault.http(400))
+    model = remote(fault_server, max_concurrency=1)  # one at a time, so the script order is the call order
+
+    async def main():
+        with Timeline() as tl:
+            results = await asyncio.gather(*[model.generate_async(f"call {i}") for i in range(6)], return_exceptions=True)
+        return results, tl
+
+    results, tl = asyncio.run(main())
+    failures = [r for r in results if isinstance(r, ModelCallError)]
+    assert len(failures) == 2 and sum(isinstance(r, str) for r in results) == 4
+    assert sorted(r["status"] for r in tl.records()) == ["done"] * 4 + ["failed"] * 2
+
+
+def test_cancelling_in_flight_calls_closes_their_connections(fault_server):
+    fault_server.latency = 5
+    model = remote(fault_server)
+
+    async def main():
+        tasks = [asyncio.ensure_future(model.generate_async(f"slow {i}")) for i in range(4)]
+        await asyncio.sleep(0.5)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0.3)
+        fault_server.latency = 0
+        return await model.generate_async("next")
+
+    assert asyncio.run(main()) == fault_server.reply
+    assert fault_server.closed_early == 4
+
+
+def test_no_leaks_after_1000_calls_with_faults(fault_server):
+    fault_server.latency = 0.002
+    model = remote(fault_server, max_concurrency=50, max_retries=1, timeout=2)
+    faults = [Fault.http(429, retry_after=0), Fault.http(500), Fault.drop(), Fault.malformed(), Fault.content("x")]
+
+    async def batch():
+        fault_server.script(*(faults * 40))  # 200 faults among 1000 calls
+        return await asyncio.gather(*[model.generate_async(f"c{i}") for i in range(1000)], return_exceptions=True)
+
+    def counts():
+        gc.collect()
+        fds = os.listdir("/proc/self/fd")
+        sockets = sum(os.readlink(f"/proc/self/fd/{fd}").startswith("socket:") for fd in fds if os.path.exists(f"/proc/self/fd/{fd}"))
+        return len(asyncio.all_tasks()), threading.active_count(), len(fds), sockets
+
+    async def main():
+        await batch()  # the first batch fills the client's pool of keep-alive connections
+        await asyncio.sleep(0.2)
+        before = counts()
+        results = await batch()
+        await asyncio.sleep(0.2)
+        return before, counts(), results
+
+    before, after, results = asyncio.run(main())
+    assert len(results) == 1000 and all(isinstance(r, (str, ModelCallError)) for r in results)
+    failed = sum(isinstance(r, ModelCallError) for r in results)
+    assert failed * 2 <= 160  # with max_retries=1 a call fails only after two of the 160 failing faults
+    assert after[:2] == before[:2]  # asyncio tasks, threads
+    # open files and sockets: the pool's idle connections are reused, not piled up
+    assert after[2] <= before[2] + 5 and after[3] <= before[3] + 5, (before, after)
+
+
+def test_invalid_structured_output_keeps_the_raw_text(fault_server):
+    fault_server.script(Fault.content('{"value": "not a number"}'))
+    with pytest.raises(ExtractError) as info:
+        remote(fault_server).extract(int, "How many legs has a cat?")
+    assert info.value.raw == '{"value": "not a number"}' and info.value.target is int
+
+
+def test_reask_feeds_the_validation_error_back(fault_server):
+    fault_server.script(Fault.content('{"value": "four"}'), Fault.content('{"value": 4}'))
+    assert remote(fault_server).extract(int, "How many legs has a cat?", retries=1) == 4
+    second = fault_server.bodies[1]["messages"]
+    assert second[-2] == {"role": "assistant", "content": '{"value": "four"}'}
+    assert "not valid" in second[-1]["content"] and "integer" in second[-1]["content"]
+
+
+def test_servers_without_json_schema_get_json_mode(fault_server):
+    fault_server.refuse_json_schema = True
+    model = remote(fault_server)
+    assert model.classify(["spam", "not spam"], "Win money!") == "spam"
+    assert model.backend.schema_mode == "json_object"
+    assert [b["response_format"]["type"] for b in fault_server.bodies] == ["json_schema", "json_object"]
+
+
+def test_the_key_never_appears_anywhere(fault_server, capsys):
+    events = []
+    model = remote(fault_server, max_retries=0)
+    fault_server.script(Fault.http(401), Fault.http(500))
+    texts = [repr(model), repr(model.backend), str(vars(model))]
+    with listen(events.append), Timeline() as tl:
+        for _ in range(2):
+            with pytest.raises(ModelCallError) as info:
+                model.generate("hi")
+            texts += [str(info.value), repr(info.value), repr(info.value.__cause__)]
+    texts += [repr(e) for e in events] + [repr(tl.records()), tl.to_text(), tl.to_svg()]
+    captured = capsys.readouterr()
+    texts += [captured.out, captured.err]
+    assert not [t for t in texts if KEY in t]
+
+
+# -- bad input to the magics' pure parts: a clear error or a correct parse, never a crash ---------
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet=st.characters(), max_size=400))
+def test_parse_never_crashes(body):
+    try:
+        specs = parse_tasks(body)
+    except ParseError as e:
+        assert str(e) and "\n" not in str(e)
+    else:
+        assert specs and len({s.name for s in specs}) == len(specs)
+        assert all(s.kind in ("generate", "extract", "classify") for s in specs)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300), st.dictionaries(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True),
+                                              st.text(max_size=20), max_size=5))
+def test_fill_never_evaluates_and_keeps_unknown_braces_loud(prompt, namespace):
+    try:
+        out = fill(prompt, namespace)
+    except FillError as e:
+        assert "define it" in str(e)
+    else:
+        assert isinstance(out, str)
+        if "{" not in prompt:
+            assert out == prompt
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet="{}\"': ab_1*?|->\n", max_size=200))
+def test_braces_and_odd_syntax(body):
+    try:
+        parse_tasks(body)
+    except ParseError:
+        pass
