@@ -10,7 +10,6 @@ go of the model, so the next call always finds it free.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,14 +34,14 @@ class LlamaCppBackend(Backend):
     # SmolLM2-135M otherwise repeats one name twenty times.
     DEFAULTS = {"temperature": 0.7, "max_tokens": 512, "repeat_penalty": 1.1}
 
-    def __init__(self, path: Path, *, name: str, n_ctx: int = 2048, n_threads: int | None = None, timeout: float = 300.0):
+    def __init__(self, path: Path, *, name: str, n_ctx: int = 2048, n_threads: int = 1, timeout: float = 300.0):
         llama_cpp = import_llama_cpp()
         self._llama_cpp = llama_cpp
         self.name = name
         self.path = Path(path)
         self.timeout = timeout
         self.llama = llama_cpp.Llama(
-            model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(), verbose=False
+            model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads, verbose=False
         )
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmnb-llamacpp")
         self._locks = PerLoop(asyncio.Lock)
