@@ -1,0 +1,141 @@
+"""llmnb against the raw SDK and the seeds' libraries, on the same work, side by side in one run.
+
+    bash benchmarks/setup_peer_envs.sh      # once: LangChain and sibila in their own venvs
+    python benchmarks/bench_peers.py        # writes benchmarks/results/peers.md
+
+A local OpenAI-compatible server (llmnb.demo_server, in its own process) answers every request
+after 200 ms plus 2 ms per output token, so the figures are each library's own cost. N concurrent
+calls per library (each in a fresh process, in its venv), rounds alternating between libraries;
+medians. Wall time is given as a ratio to the floor (raw AsyncOpenAI + asyncio.gather).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ENVS = HERE / "envs"
+OUT = HERE / "results" / "peers.md"
+PYTHONS = {"raw": sys.executable, "llmnb": sys.executable, "llmnb+timeline": sys.executable,
+           "langchain": str(ENVS / "langchain" / "bin" / "python"), "sibila": str(ENVS / "sibila" / "bin" / "python")}
+SIZES = (10, 100, 1000)
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(lib: str, n: int, url: str) -> dict:
+    out = subprocess.run([PYTHONS[lib], str(HERE / "peer_runner.py"), lib, str(n), url],
+                         capture_output=True, text=True, timeout=600)
+    if out.returncode:
+        return {"lib": lib, "n": n, "error": out.stderr.strip().splitlines()[-1][:120]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def import_time(python: str, module: str, repeat: int = 5) -> float:
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    return statistics.median(float(subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout)
+                             for _ in range(repeat))
+
+
+def load_ext_time(repeat: int = 5) -> float:
+    code = ("from IPython.testing.globalipapp import start_ipython; import time; ip = start_ipython(); "
+            "t = time.perf_counter(); ip.run_line_magic('load_ext', 'llmnb'); print(time.perf_counter() - t)")
+    return statistics.median(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                  check=True).stdout.strip().splitlines()[-1]) for _ in range(repeat))
+
+
+def seed_comparison(url: str) -> tuple[float, float]:
+    """The LangChain guide's ten calls, serial and concurrent, through llmnb."""
+    code = f"""
+import asyncio, time
+from llmnb import Models
+m = Models.create("openai:demo", base_url="{url}", api_key="sk-bench")
+async def main():
+    await m.generate_async("warm up")
+    t = time.perf_counter()
+    for _ in range(10):
+        await m.generate_async("Hello, how are you?")
+    serial = time.perf_counter() - t
+    t = time.perf_counter()
+    await asyncio.gather(*[m.generate_async("Hello, how are you?") for _ in range(10)])
+    print(serial, time.perf_counter() - t)
+asyncio.run(main())
+"""
+    serial, concurrent = map(float, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                   check=True).stdout.split())
+    return serial, concurrent
+
+
+def version(python: str, dist: str) -> str:
+    code = f"import importlib.metadata as m; print(m.version('{dist}'))"
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    return out.stdout.strip() or "missing"
+
+
+def main() -> None:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "llmnb.demo_server", "--port", str(port), "--latency", "0.2",
+                               "--per-token", "0.002"], stdout=subprocess.PIPE, text=True)
+    server.stdout.readline()  # "serving ..."
+    url = f"http://127.0.0.1:{port}/v1"
+    libs = [lib for lib in PYTHONS if Path(PYTHONS[lib]).exists()]
+    try:
+        results: dict[tuple[str, int], list[dict]] = {}
+        for _ in range(ROUNDS):
+            for n in SIZES:
+                for lib in libs:
+                    results.setdefault((lib, n), []).append(run(lib, n, url))
+        serial, concurrent = seed_comparison(url)
+    finally:
+        server.terminate()
+        server.wait()
+
+    def med(lib, n, key):
+        values = [r[key] for r in results[(lib, n)] if key in r]
+        return statistics.median(values) if values else None
+
+    lines = ["| library | N | wall (s) | wall / floor | client CPU (s) | peak RSS (MB) |", "|---|---:|---:|---:|---:|---:|"]
+    for n in SIZES:
+        floor = med("raw", n, "wall")
+        for lib in libs:
+            wall = med(lib, n, "wall")
+            if wall is None:
+                lines.append(f"| {lib} | {n} | failed: {results[(lib, n)][0].get('error')} | | | |")
+                continue
+            lines.append(f"| {lib} | {n} | {wall:.3f} | {wall / floor:.3f} | {med(lib, n, 'cpu'):.3f} | {med(lib, n, 'rss_mb'):.0f} |")
+    imports = [("llmnb", sys.executable, "llmnb"), ("langchain_openai", PYTHONS["langchain"], "langchain_openai"),
+               ("sibila", PYTHONS["sibila"], "sibila")]
+    import_lines = ["| import | seconds (median of 5) |", "|---|---:|"]
+    for label, python, module in imports:
+        if Path(python).exists():
+            import_lines.append(f"| `import {label}` | {import_time(python, module):.3f} |")
+    import_lines.append(f"| `%load_ext llmnb` | {load_ext_time():.3f} |")
+    versions = (f"llmnb {version(sys.executable, 'llmnb')}, openai {version(sys.executable, 'openai')}, "
+                f"langchain-openai {version(PYTHONS['langchain'], 'langchain-openai')}, sibila {version(PYTHONS['sibila'], 'sibila')}")
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}"
+    report = "\n".join([
+        f"Peers, `python benchmarks/bench_peers.py` ({machine}; {versions}; median of {ROUNDS} rounds; server latency"
+        " 200 ms + 2 ms per output token, in its own process)", "", *lines, "",
+        f"The LangChain guide's ten calls through llmnb on the same server: serial {serial:.2f} s, concurrent "
+        f"{concurrent:.2f} s, {serial / concurrent:.1f}x (the guide: 5.77 s against 1.39 s, 4.2x, on OpenAI).", "",
+        *import_lines, ""])
+    OUT.parent.mkdir(exist_ok=True)
+    OUT.write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
