@@ -32,6 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SIBILA_PYTHON = HERE / "envs" / "sibila" / "bin" / "python"
 TASKS = 8
+THREADS = 1  # set by --threads; every model below gets the same number
 NAMES = ["Alice", "Bruno", "Chen", "Dana", "Emeka", "Farah", "Goran", "Hana", "Ivan", "Jun", "Kofi", "Lena"]
 CITIES = ["Paris", "Rome", "Oslo", "Lima", "Lagos", "Cairo", "Zagreb", "Kyoto", "Kyiv", "Seoul", "Accra", "Bern"]
 HOBBIES = ["chess", "golf", "painting", "surfing", "baking", "cycling", "poetry", "judo", "tennis", "knitting"]
@@ -83,8 +84,8 @@ def llmnb_round(model, round_no: int) -> tuple[int, float]:
 def throughput(rounds: int, with_sibila: bool) -> dict:
     from llmnb import Models
 
-    models = {"llmnb parallel=1": Models.create("llamacpp:smollm2"),
-              "llmnb parallel=8": Models.create("llamacpp:smollm2", parallel=8)}
+    models = {"llmnb parallel=1": Models.create("llamacpp:smollm2", n_threads=THREADS),
+              "llmnb parallel=8": Models.create("llamacpp:smollm2", parallel=8, n_threads=THREADS)}
     runs = {name: [] for name in models}
     if with_sibila:
         runs["sibila LlamaCppModel"] = []
@@ -102,7 +103,7 @@ def throughput(rounds: int, with_sibila: bool) -> dict:
 
 
 def sibila_round(round_no: int) -> tuple[int, float]:
-    out = subprocess.run([str(SIBILA_PYTHON), __file__, "--child-sibila", str(round_no)],
+    out = subprocess.run([str(SIBILA_PYTHON), __file__, "--child-sibila", str(round_no), "--threads", str(THREADS)],
                          capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     return result["tokens"], result["seconds"]
@@ -116,7 +117,8 @@ def child_sibila(round_no: int) -> None:
 
     logging.disable(logging.WARNING)
     path = gguf_path_from_main_venv()
-    model = LlamaCppModel(path, ctx_len=2048, n_threads=2, genconf=GenConf(temperature=0.7, max_tokens=512))
+    model = LlamaCppModel(path, ctx_len=2048, n_threads=THREADS, n_threads_batch=THREADS,
+                          genconf=GenConf(temperature=0.7, max_tokens=512))
     Person = person_type()
 
     async def one_round(r):
@@ -154,8 +156,9 @@ def overhead(reps: int) -> dict:
     from llmnb.registry import embedded_path
     from llmnb.structured import target_for
 
-    llama = llama_cpp.Llama(str(embedded_path("smollm2")), n_ctx=2048, n_threads=2, verbose=False)
-    model = Models.create("llamacpp:smollm2", parallel=8)
+    llama = llama_cpp.Llama(str(embedded_path("smollm2")), n_ctx=2048, n_threads=THREADS, n_threads_batch=THREADS,
+                            verbose=False)
+    model = Models.create("llamacpp:smollm2", parallel=8, n_threads=THREADS)
     Person = person_type()
     schema = target_for(Person).schema
     grammar = llama_cpp.LlamaGrammar.from_string(schema_to_gbnf(schema), verbose=False)
@@ -198,8 +201,8 @@ def overhead(reps: int) -> dict:
 def memory(ns: list[int]) -> dict:
     out = {}
     for n in ["import", "sequential", *ns]:
-        run = subprocess.run([sys.executable, __file__, "--child-memory", str(n)], capture_output=True, text=True,
-                             check=True)
+        run = subprocess.run([sys.executable, __file__, "--child-memory", str(n), "--threads", str(THREADS)],
+                             capture_output=True, text=True, check=True)
         out[n] = float(run.stdout.strip().splitlines()[-1])
     return out
 
@@ -208,13 +211,14 @@ def child_memory(n: str) -> None:
     from llmnb import Models
 
     if n == "sequential":  # parallel=1, today's LlamaCppBackend, for reference
-        Models.create("llamacpp:smollm2").extract(person_type(), prompts(0)[0], seed=0)
+        Models.create("llamacpp:smollm2", n_threads=THREADS).extract(person_type(), prompts(0)[0], seed=0)
     elif n != "import":
         from llmnb.backends.batched import BatchedBackend
         from llmnb.model import Model
         from llmnb.registry import embedded_path
 
-        model = Model(BatchedBackend(embedded_path("smollm2"), name="llamacpp:smollm2", parallel=int(n)))
+        model = Model(BatchedBackend(embedded_path("smollm2"), name="llamacpp:smollm2", parallel=int(n),
+                                     n_threads=THREADS))
         Person = person_type()
 
         async def main():
@@ -244,8 +248,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--no-sibila", action="store_true")
     parser.add_argument("--child-sibila", type=int)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="llama.cpp threads for every model (default 1: llmnb's default on 2 cores)")
     parser.add_argument("--child-memory")
     args = parser.parse_args()
+    global THREADS
+    THREADS = args.threads
     if args.child_sibila is not None:
         return child_sibila(args.child_sibila)
     if args.child_memory is not None:
@@ -257,7 +265,7 @@ def main() -> None:
             print("(no sibila column: run bash benchmarks/setup_sibila_env.sh first)")
         totals = throughput(args.rounds, with_sibila)
         base = totals["llmnb parallel=1"][0] / totals["llmnb parallel=1"][1]
-        print(f"\n8 concurrent extract tasks x {args.rounds} rounds (SmolLM2-135M Q4_1, 2 threads)\n")
+        print(f"\n8 concurrent extract tasks x {args.rounds} rounds (SmolLM2-135M Q4_1, {THREADS} threads)\n")
         print("| | generated tokens | seconds | tokens/s | vs llmnb parallel=1 |")
         print("|---|---|---|---|---|")
         for name, (tokens, seconds) in totals.items():
