@@ -22,6 +22,14 @@ from .runner import make_transformer, run_blocking
 RESULT_WIDTH = 70
 
 
+class Interrupted(KeyboardInterrupt):
+    """The cell was interrupted; IPython shows this one line instead of a traceback. Still an
+    error to the kernel, so "Run All" stops here as after any interrupt."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [str(self)]
+
+
 @magics_class
 class LlmMagics(Magics):
     """Defaults are settable with %config, e.g. `%config LlmMagics.model = "openai:gpt-4o-mini"`."""
@@ -124,6 +132,7 @@ class LlmMagics(Magics):
                 value = TaskError(e)
             return spec.name, value, began
 
+        interrupted = False
         with Timeline(title=f"%%llm_parallel: {len(specs)} tasks on {model.name}") as timeline:
             results.timeline = timeline
             tasks = [asyncio.ensure_future(run(spec)) for spec in specs]
@@ -133,6 +142,9 @@ class LlmMagics(Magics):
                     results[name] = value
                     if not args.quiet:
                         self._report(name, value, began, start)
+            except asyncio.CancelledError:  # Interrupt, on the kernel's loop
+                interrupted = True
+                raise
             finally:  # on Interrupt: cancel what still runs, keep what finished
                 pending = [t for t in tasks if not t.done()]
                 for task in pending:
@@ -144,6 +156,9 @@ class LlmMagics(Magics):
                         results.setdefault(name, value)
                 results.order = [spec.name for spec in specs]
                 results.cancelled = [name for name in results.order if name not in results]
+                if interrupted:
+                    kept = f"; results kept in {args.out}" if args.out else ""
+                    raise Interrupted(f"Interrupted: {results.summary_line()}{kept}") from None
         print(results.summary_line(), flush=True)
         return results
 

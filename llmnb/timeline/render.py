@@ -31,6 +31,10 @@ def nice_step(span: float, ticks: int = 6) -> float:
     return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
 
 
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _end(row: Row, now: float) -> float:
     return row.end if row.end is not None else now
 
@@ -94,7 +98,7 @@ def to_svg(rows: list[Row], lags: list[tuple[float, float]], now: float, title: 
         '<defs><pattern id="llmnb-wait" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
         '<rect width="6" height="6" fill="currentColor" fill-opacity="0.08"/>'
         '<line x1="0" y1="0" x2="0" y2="6" stroke="currentColor" stroke-opacity="0.35" stroke-width="2"/></pattern></defs>',
-        f'<text x="{PAD}" y="16" font-size="13" font-weight="bold" fill="currentColor">{escape(title)}</text>',
+        f'<text x="{PAD}" y="16" font-size="13" font-weight="bold" fill="currentColor">{escape(_cut(title, 52))}</text>',
     ]
     step = nice_step(span)
     bottom = TOP + max(n_rows, 1) * ROW_H
@@ -120,7 +124,7 @@ def to_svg(rows: list[Row], lags: list[tuple[float, float]], now: float, title: 
         out.append(f'<text x="{PAD}" y="{y + 12}" fill="{COLOURS["lag"]}">event loop blocked ({total:.2f} s)</text>')
         y += ROW_H
     out.append(f'<text x="{PAD}" y="{bottom + 32}" fill="currentColor">{escape(summary_line(rows, now))}</text>')
-    legend_x = LABEL_W + PAD
+    legend_x = width - PAD - 5 * 75  # right-aligned, clear of the title
     for label, colour in (("done", COLOURS["done"]), ("running", COLOURS["running"]), ("failed", COLOURS["failed"]),
                           ("cancelled", COLOURS["cancelled"])):
         out.append(f'<rect x="{legend_x}" y="8" width="10" height="10" fill="{colour}"/>'
@@ -143,8 +147,10 @@ def _svg_row(row: Row, y: float, x, now: float) -> str:
              f'<text x="{PAD}" y="{y + 12}" fill="currentColor">{escape(row.name[:40])}</text>']
     if row.waiting is not None:
         w_end = row.started if row.started is not None else end
+        # cancelled while still waiting: the same dashed outline as a cancelled bar
+        dash = ' stroke="currentColor" stroke-dasharray="3,2"' if row.status == "cancelled" and row.started is None else ""
         parts.append(f'<rect x="{x(row.waiting):.1f}" y="{y + 3}" width="{max(x(w_end) - x(row.waiting), 1):.1f}"'
-                     f' height="{ROW_H - 6}" fill="url(#llmnb-wait)"/>')
+                     f' height="{ROW_H - 6}" fill="url(#llmnb-wait)"{dash}/>')
     if row.started is not None:
         colour = COLOURS.get(row.status, COLOURS["running"])
         dash = ' stroke="currentColor" stroke-dasharray="3,2"' if row.status == "cancelled" else ""
@@ -153,7 +159,5 @@ def _svg_row(row: Row, y: float, x, now: float) -> str:
     if row.status == "failed":
         cx, cy = x(end), y + ROW_H / 2
         parts.append(f'<path d="M{cx - 4:.1f},{cy - 4:.1f}l8,8m0,-8l-8,8" stroke="{COLOURS["failed"]}" stroke-width="2"/>')
-    elif row.status == "cancelled" and row.started is None:
-        parts.append(f'<text x="{x(end) + 2:.1f}" y="{y + 12}" fill="currentColor">cancelled</text>')
     parts.append("</g>")
     return "".join(parts)
