@@ -7,50 +7,25 @@ schema, so this also proves the structured-output fallback on a server we did no
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass
 
 import pytest
+from servers import free_port, start, stop
 
 from llmnb import Models
 from llmnb.registry import embedded_path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
     port = free_port()
-    log = open(tmp_path_factory.mktemp("llama_server") / "server.log", "w+")  # a pipe could fill up and stall it
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_path("smollm2")),
            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            log.seek(0)
-            pytest.fail(f"llama_cpp.server exited: {log.read()[-2000:]}")
-        try:
-            urllib.request.urlopen(f"{base}/models", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("llama_cpp.server did not start within 60 s")
+    proc = start(cmd, f"{base}/models", tmp_path_factory.mktemp("llama_server") / "server.log", seconds=60)
     yield base
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
+    stop(proc)
 
 
 @dataclass
