@@ -7,10 +7,11 @@ import enum
 import threading
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import pydantic
 import pytest
+from pydantic import Field
 from typing_extensions import TypedDict
 
 from llmnb import listen
@@ -18,6 +19,9 @@ from llmnb.sync import private_loop_tasks
 
 SPAM = "I am a Nigerian prince and will make you very rich!"
 GREEDY = {"temperature": 0, "seed": 7}
+# A type whose grammar forces a long answer (60 strings at least): a free-text "long story" may
+# end after a few words, depending on what the model's cache holds from earlier calls.
+LONG = Annotated[list[str], Field(min_length=60)]
 
 
 @dataclass
@@ -154,8 +158,8 @@ def test_cancel_waiting_and_running_local_tasks_keeps_model_usable(embedded_mode
     async def main():
         await embedded_model.generate_async("Hi", max_tokens=1)  # the first decode of a process is slow
         with listen(events.append):
-            running = asyncio.create_task(embedded_model.generate_async("Tell me a long story.", max_tokens=400))
-            waiting = asyncio.create_task(embedded_model.generate_async("Another long story.", max_tokens=400))
+            running = asyncio.create_task(embedded_model.extract_async(LONG, "List sea creatures.", max_tokens=600))
+            waiting = asyncio.create_task(embedded_model.extract_async(LONG, "List birds.", max_tokens=600))
             await asyncio.sleep(0.3)
             cancelled_at = time.perf_counter()
             running.cancel()
@@ -170,7 +174,7 @@ def test_cancel_waiting_and_running_local_tasks_keeps_model_usable(embedded_mode
     label, stopped_after = asyncio.run(main())
     assert label == "spam"
     # the cancelled call returns only once the worker has let go of the model, a token or so
-    # later: far sooner than the 400-token story would take (generous for a busy machine)
+    # later: far sooner than the 60-item answer would take (generous for a busy machine)
     assert stopped_after < 2
     kinds = [e.kind for e in events]
     assert kinds.count("cancelled") == 2 and "finished" not in kinds

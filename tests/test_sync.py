@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from test_local_model import LONG
 
 from llmnb import listen, sync
 from llmnb.model import sync_twin
@@ -54,7 +55,7 @@ def test_interrupt_cancels_the_call_and_waits_for_it(embedded_model):
 
     threading.Timer(0.5, stop_button).start()
     with listen(events.append), pytest.raises(KeyboardInterrupt):
-        embedded_model.generate("Write a very long story about the sea.", max_tokens=500, temperature=0)
+        embedded_model.extract(LONG, "List sea creatures.", max_tokens=600, temperature=0)
     took = time.perf_counter() - sent[0]
     kinds = [e.kind for e in events]
     assert took < 2, (took, kinds)  # stopped within a few tokens, not after 500 (generous on a busy machine)
@@ -67,7 +68,7 @@ def test_simulated_interrupt_is_seen_too(embedded_model):
     sent = []
     threading.Timer(0.5, lambda: (sent.append(time.perf_counter()), _thread.interrupt_main())).start()
     with pytest.raises(KeyboardInterrupt):
-        embedded_model.generate("Write a very long story about the sea.", max_tokens=500, temperature=0)
+        embedded_model.extract(LONG, "List sea creatures.", max_tokens=600, temperature=0)
     assert time.perf_counter() - sent[0] < 2
     assert sync.private_loop_tasks() == 0
 
