@@ -45,7 +45,16 @@ def test_errors_propagate_unchanged():
     assert sync.private_loop_tasks() == 0
 
 
-def test_interrupt_cancels_the_call_and_waits_for_it(embedded_model):
+@pytest.fixture
+def sigint_raises():
+    """Ctrl-C raises KeyboardInterrupt, as in a kernel or a terminal. A process started in the
+    background by a non-interactive shell (as a CI runner may be) inherits SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_interrupt_cancels_the_call_and_waits_for_it(embedded_model, sigint_raises):
     events = []
     sent = []
 
@@ -64,7 +73,7 @@ def test_interrupt_cancels_the_call_and_waits_for_it(embedded_model):
     assert embedded_model.classify(["spam", "not spam"], "I am a Nigerian prince!", temperature=0) in ("spam", "not spam")
 
 
-def test_simulated_interrupt_is_seen_too(embedded_model):
+def test_simulated_interrupt_is_seen_too(embedded_model, sigint_raises):
     sent = []
     threading.Timer(0.5, lambda: (sent.append(time.perf_counter()), _thread.interrupt_main())).start()
     with pytest.raises(KeyboardInterrupt):
