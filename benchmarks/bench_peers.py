@@ -79,6 +79,28 @@ asyncio.run(main())
     return serial, concurrent
 
 
+def magic_in_kernel(url: str, n: int, rounds: int) -> float:
+    """Wall time of a `%%llm_parallel` cell of N calls in a real kernel, from execute to idle."""
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        def execute(code: str) -> float:
+            start = time.perf_counter()
+            reply = kc.execute_interactive(code, timeout=600, output_hook=lambda msg: None)
+            assert reply["content"]["status"] == "ok", reply["content"]
+            return time.perf_counter() - start
+
+        execute(f"%load_ext llmnb\nfrom llmnb import Models\n"
+                f"bench = Models.create('openai:demo', base_url='{url}', api_key='sk-bench', max_concurrency={n})")
+        cell = f"%%llm_parallel -q --model bench\ngreet * {n}: Hello, how are you?"
+        execute(cell)  # warm up
+        return statistics.median(execute(cell) for _ in range(rounds))
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
 def version(python: str, dist: str) -> str:
     code = f"import importlib.metadata as m; print(m.version('{dist}'))"
     out = subprocess.run([python, "-c", code], capture_output=True, text=True)
@@ -99,6 +121,7 @@ def main() -> None:
                 for lib in libs:
                     results.setdefault((lib, n), []).append(run(lib, n, url))
         serial, concurrent = seed_comparison(url)
+        kernel = {n: magic_in_kernel(url, n, ROUNDS) for n in (10, 100)}
     finally:
         server.terminate()
         server.wait()
@@ -116,6 +139,8 @@ def main() -> None:
                 lines.append(f"| {lib} | {n} | failed: {results[(lib, n)][0].get('error')} | | | |")
                 continue
             lines.append(f"| {lib} | {n} | {wall:.3f} | {wall / floor:.3f} | {med(lib, n, 'cpu'):.3f} | {med(lib, n, 'rss_mb'):.0f} |")
+        if n in kernel:
+            lines.append(f"| %%llm_parallel in a kernel (cell, execute to idle) | {n} | {kernel[n]:.3f} | {kernel[n] / floor:.3f} | | |")
     imports = [("llmnb", sys.executable, "llmnb"), ("langchain_openai", PYTHONS["langchain"], "langchain_openai"),
                ("sibila", PYTHONS["sibila"], "sibila")]
     import_lines = ["| import | seconds (median of 5) |", "|---|---:|"]

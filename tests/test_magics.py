@@ -160,3 +160,13 @@ def test_llm_model_shows_and_sets(ip, capsys):
     magics = ip.magics_manager.registry["LlmMagics"]
     assert magics.max_concurrency == 2
     magics.max_concurrency = 0
+
+
+def test_a_model_variable_serves_as_model(ip):
+    from llmnb.demo_server import DemoServer
+
+    with DemoServer(latency=0.05) as server:
+        ip.user_ns["mine"] = __import__("llmnb").Models.create("openai:demo", base_url=server.base_url, api_key="k")
+        result = run(ip, "%%llm_parallel -o viaserver -q --model mine\ngreet * 3: Hello")
+        assert result.success, result.error_in_exec
+        assert server.requests == 3 and set(ip.user_ns["viaserver"].values()) == {server.reply}

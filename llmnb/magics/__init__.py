@@ -11,7 +11,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Int, Unicode
 
-from .. import Models, Timeline, events
+from .. import Model, Models, Timeline, events
 from ..errors import ConfigError
 from ..registry import DEFAULT
 from .fill import FillError, fill
@@ -61,7 +61,7 @@ class LlmMagics(Magics):
         return run_blocking(self.run_async("llm_extract", line, cell))
 
     @magic_arguments()
-    @argument("--model", "-m", help="model name for this cell (default: %%llm_model)")
+    @argument("--model", "-m", help="model name, or a Model variable, for this cell (default: %%llm_model)")
     @argument("-o", "--out", metavar="VAR", help="store the results (a dict by task name) in this variable")
     @argument("--max-concurrency", "-c", type=int, default=None, metavar="N", help="run at most N tasks at once")
     @argument("--quiet", "-q", action="store_true", help="do not print each result as it completes")
@@ -188,6 +188,9 @@ class LlmMagics(Magics):
 
     def _get_model(self, name: str | None):
         name = name or self.model
+        own = self.shell.user_ns.get(name)
+        if isinstance(own, Model):  # a model made in the notebook, e.g. with base_url=
+            return own
         if name not in self._models:
             try:
                 self._models[name] = Models.create(name)
