@@ -83,6 +83,11 @@ class Recorder:
         with self._lock:
             return sorted((Row(**vars(r)) for r in self._rows.values()), key=lambda r: (r.created, abs(r.key)))
 
+    def has_open_rows(self) -> bool:
+        """Whether some task has not ended (its bar still grows), without copying the rows."""
+        with self._lock:
+            return any(r.end is None for r in self._rows.values())
+
     def close_open_rows(self, at: float) -> None:
         """Rows still open when the timeline ends never finished: mark them cancelled."""
         with self._lock:

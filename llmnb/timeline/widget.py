@@ -183,13 +183,10 @@ class Timeline:
         """Redraw on change, at most FPS times a second, until the block ends."""
         drawn = -1
         while not self._stop.wait(1 / FPS):
-            if self._recorder.version != drawn or self._running():
+            # running bars grow with time even without new events
+            if self._recorder.version != drawn or self._recorder.has_open_rows():
                 drawn = self._recorder.version
                 self._widget.value = self.to_svg()
-
-    def _running(self) -> bool:
-        # running bars grow with time even without new events
-        return any(r.end is None for r in self._recorder.rows())
 
 
 class _Static:
