@@ -89,6 +89,22 @@ def test_sync_and_async_twins_agree(embedded_model):
     )
 
 
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_greedy_answers_do_not_depend_on_what_ran_before(parallel):
+    """A greedy call gives what a model with an empty cache gives, whatever came before it,
+    the same prompt included (the cached start of a prompt is reused only where that holds:
+    FRESH_TAIL in llmnb/backends/llamacpp.py). Both the sequential and the batched engine."""
+    from llmnb import Models
+
+    prompts = ["Say hello.", "Name three colours.", "Describe the sea.", "Tell me a joke.",
+               "Write a haiku about cats.", "Who are you?", "Explain rain briefly.", "What is Python?"]
+    fresh = {p: Models.create(parallel=parallel).generate(p, max_tokens=30, temperature=0) for p in prompts}
+    model = Models.create(parallel=parallel)
+    for p in prompts:  # each prompt right after another one, then right after itself
+        assert model.generate(p, max_tokens=30, temperature=0) == fresh[p], p
+        assert model.generate(p, max_tokens=30, temperature=0) == fresh[p], p
+
+
 def test_sync_call_inside_running_loop_leaves_nothing_behind(embedded_model):
     """As in a notebook cell: a loop is running in this thread and the sync method is called without await."""
     threads_before = threading.active_count()

@@ -12,8 +12,9 @@ in the same steps that decode the others) and leaves when it ends. Each step:
 
 Calls wait on a per-loop asyncio.Semaphore(N) (the "waiting" phase on the timeline), so at most
 N jobs reach the engine from each loop; jobs beyond its slots queue inside the engine.
-A slot keeps the tokens of its last finished task, and a new task whose prompt starts the same
-way (the same system instruction, say) reuses those KV cells, as `Llama` does for one sequence.
+A slot keeps the start of its last finished task's prompt, and a new task whose prompt starts the
+same way (the same system instruction, say) reuses those KV cells, as `Llama` does for one
+sequence, within the rule that keeps answers independent of what ran before (`FRESH_TAIL`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ..errors import ConfigError, ModelCallError
 from .base import Backend, Completion, PerLoop, Request
 from .batched_llama import LlamaContext, SequenceSampler
 from .grammar import schema_to_gbnf
-from .llamacpp import LlamaCppBackend, import_llama_cpp
+from .llamacpp import LlamaCppBackend, import_llama_cpp, reusable
 
 MAX_PARALLEL = 64
 DEFAULTS = LlamaCppBackend.DEFAULTS  # the same sampling settings as the sequential path
@@ -158,7 +159,7 @@ class Engine:
         sampler = SequenceSampler(self.lc, temperature=temperature, repeat_penalty=DEFAULTS["repeat_penalty"],
                                   seed=request.seed, gbnf=gbnf)
         slot = max(free, key=lambda s: _common_prefix(s.cached, prompt))
-        keep = min(_common_prefix(slot.cached, prompt), len(prompt) - 1)  # the last prompt token gives logits
+        keep = min(_common_prefix(slot.cached, prompt), reusable(len(prompt)))  # see FRESH_TAIL
         self.lc.forget(slot.seq, keep)
         slot.cached = prompt[:keep]
         slot.pending = prompt[keep:]
@@ -246,7 +247,9 @@ class Engine:
 
     def _end(self, slot: Slot, outcome, *, keep_cache: bool = True) -> None:
         job = slot.job
-        if not keep_cache:
+        if keep_cache:  # the next task may reuse the start of this prompt, never the generated tokens
+            del slot.cached[reusable(slot.n_prompt):]
+        else:
             self.lc.forget(slot.seq)
             slot.cached = []
         if slot.sampler is not None:

@@ -29,6 +29,21 @@ def import_llama_cpp():
     return llama_cpp
 
 
+# How many tokens at the end of a prompt are always read again rather than reused from the KV
+# cache. Reusing the cached start of the previous prompt saves reading it again, but reusing all
+# of it leaves the last prompt token to be read alone, and a batch of one rounds differently from
+# the batch a fresh prompt is read in: a greedy call repeated then gave another answer (3 of 12
+# prompts here, both backends; a classify label could flip the same way). Tokens the model
+# generated (read one by one) are never reused for the same reason. With this rule every answer
+# is the one an empty cache gives, whatever ran before (tests/test_local_model.py).
+FRESH_TAIL = 2
+
+
+def reusable(prompt_tokens: int) -> int:
+    """How many cached tokens of a prompt of this length another prompt may reuse, at most."""
+    return max(0, prompt_tokens - FRESH_TAIL)
+
+
 class LlamaCppBackend(Backend):
     # Sampling defaults for small local models: some variety, and a repeat penalty because
     # SmolLM2-135M otherwise repeats one name twenty times.
@@ -46,6 +61,7 @@ class LlamaCppBackend(Backend):
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmnb-llamacpp")
         self._locks = PerLoop(asyncio.Lock)
         self._grammars: dict[str, object] = {}
+        self._prompt_tokens = 0  # length of the last prompt read, the most the next call may reuse
 
     def __repr__(self) -> str:
         return f"LlamaCppBackend({self.name!r})"
@@ -96,6 +112,8 @@ class LlamaCppBackend(Backend):
             kwargs["seed"] = request.seed
         if request.schema is not None:
             kwargs["grammar"] = self.grammar(request.schema)
+        self.llama.n_tokens = min(self.llama.n_tokens, reusable(self._prompt_tokens))
+        self._prompt_tokens = 0
         parts = []
         try:
             for chunk in self.llama.create_chat_completion(**kwargs):
@@ -107,4 +125,5 @@ class LlamaCppBackend(Backend):
                 f"{self.name}: the prompt does not fit the model's context of {self.llama.n_ctx()} tokens "
                 f"({e}); shorten it or pass a larger n_ctx= to Models.create"
             ) from e
+        self._prompt_tokens = tokens["in"]
         return Completion("".join(parts), tokens_in=tokens["in"], tokens_out=tokens["out"])
