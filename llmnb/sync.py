@@ -47,6 +47,23 @@ def _stop() -> None:
         _thread.join(timeout=2)
 
 
+class _Raised:
+    """A KeyboardInterrupt or SystemExit the coroutine raised, carried out as a value."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+async def _carrying_interrupts(coro: Coroutine[Any, Any, T]) -> T | _Raised:
+    # asyncio re-raises KeyboardInterrupt and SystemExit out of run_forever, which would end the
+    # private loop's thread and leave the caller waiting forever (a magic raises its one-line
+    # `Interrupted`, a KeyboardInterrupt, when cancelled). They go back to the caller instead.
+    try:
+        return await coro
+    except (KeyboardInterrupt, SystemExit) as e:
+        return _Raised(e)
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run `coro` to the end on the private loop and return its result (or raise its error).
 
@@ -60,7 +77,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     box: list[asyncio.Task] = []
 
     def start() -> None:  # runs on the private loop, in a copy of the caller's context
-        task = loop.create_task(coro)
+        task = loop.create_task(_carrying_interrupts(coro))
         task.add_done_callback(lambda _: done.set())
         box.append(task)
 
@@ -73,8 +90,12 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     except KeyboardInterrupt:
         loop.call_soon_threadsafe(lambda: box[0].cancel())
         done.wait()
-        raise
-    return box[0].result()
+        if box[0].cancelled() or not isinstance(box[0].result(), _Raised):
+            raise
+    outcome = box[0].result()
+    if isinstance(outcome, _Raised):
+        raise outcome.error
+    return outcome
 
 
 def private_loop_tasks() -> int:

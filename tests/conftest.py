@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
 from llmnb import Models
+
+# The tests and notebooks run offline: with a key in the environment the notebooks would switch
+# to OpenAI (their one-line switch), and kernels started by the tests inherit this environment.
+os.environ.pop("OPENAI_API_KEY", None)
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +27,12 @@ def fault_server():
 
     with FaultServer() as server:
         yield server
+
+
+@pytest.fixture
+def sigint_raises():
+    """Ctrl-C raises KeyboardInterrupt, as in a kernel or a terminal. A process started in the
+    background by a non-interactive shell (as a CI runner may be) inherits SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

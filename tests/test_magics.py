@@ -118,12 +118,42 @@ def test_nested_run_cell_uses_the_fallback(ip):
     assert isinstance(ip.user_ns["cap"]["a"], str)
 
 
+def test_interrupt_on_the_fallback_path_cancels_and_the_next_cell_runs(ip, sigint_raises):
+    """Interrupt during ip.run_cell_magic: the magic's one-line Interrupted reaches the caller
+    (it must not escape into llmnb's private loop and stop it), and blocking calls still work."""
+    import _thread
+    import threading
+    from typing import Annotated
+
+    from pydantic import Field
+
+    from llmnb.magics import Interrupted
+
+    ip.user_ns["Long"] = Annotated[list[str], Field(min_length=60)]  # long by construction
+    threading.Timer(1.5, _thread.interrupt_main).start()
+    with pytest.raises(Interrupted, match="Interrupted: .*cancelled"):
+        ip.run_cell_magic("llm_parallel", "-q -o stopped", "long -> Long: List sea creatures.\nb: Say hi")
+    assert set(ip.user_ns["stopped"].cancelled) == {"long", "b"}
+    assert [r["status"] for r in ip.user_ns["stopped"].timeline.records()] == ["cancelled", "cancelled"]
+    res = ip.run_cell_magic("llm_parallel", "-q", "a: Say hi")
+    assert isinstance(res["a"], str)
+
+
+def test_extract_type_may_contain_spaces(ip):
+    from typing import Literal
+
+    ip.user_ns["Literal"] = Literal
+    value = ip.run_cell_magic("llm_extract", 'Literal["red", "green", "blue"] -o sky', "What colour is the sky?")
+    assert value in ("red", "green", "blue") and ip.user_ns["sky"] == value
+
+
 # -- errors and partial failure ---------------------------------------------------------------
 @pytest.mark.parametrize("cell, match", [
     ("%%llm_parallel --bogus\na: hi", "unrecognized arguments"),
     ("%%llm_parallel\n", "no tasks"),
     ("%%llm_extract NoSuchType\nhello", "unknown type 'NoSuchType'"),
     ("%%llm_extract int\n", "needs a prompt"),
+    ("%%llm_extract -o x\nhello", "needs a TYPE first"),
     ("%%llm_parallel --model nope:x\na: hi", "unknown model 'nope:x'"),
     ("%%llm_parallel\na: about {missing_var}", "no variable missing_var"),
     ("%%llm_parallel -c -1\na: hi", "at least 1"),

@@ -45,15 +45,6 @@ def test_errors_propagate_unchanged():
     assert sync.private_loop_tasks() == 0
 
 
-@pytest.fixture
-def sigint_raises():
-    """Ctrl-C raises KeyboardInterrupt, as in a kernel or a terminal. A process started in the
-    background by a non-interactive shell (as a CI runner may be) inherits SIGINT ignored."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 def test_interrupt_cancels_the_call_and_waits_for_it(embedded_model, sigint_raises):
     events = []
     sent = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 
 from IPython.core.error import UsageError
@@ -88,9 +89,16 @@ class LlmMagics(Magics):
     async def run_async(self, magic: str, line: str, cell: str):
         try:
             line = self.shell.var_expand(line)
-            args = parse_argstring(getattr(self, magic), line)
             if magic == "llm_extract":
+                # TYPE is Python, spaces and quotes included (Literal["a", "b"]): it runs up to the
+                # first option, and only the options go through the shell-like argument parser.
+                type_expr, options = split_type(line)
+                if not type_expr:
+                    raise UsageError("%%llm_extract needs a TYPE first, e.g. %%llm_extract list[str] -o names")
+                args = parse_argstring(self.llm_extract, f"TYPE {options}")
+                args.type = type_expr
                 return await self._extract(args, cell)
+            args = parse_argstring(getattr(self, magic), line)
             return await self._parallel(args, cell)
         except (ConfigError, ParseError, FillError) as e:
             raise UsageError(str(e)) from None  # one short line, not a traceback
@@ -197,6 +205,15 @@ class LlmMagics(Magics):
             except ConfigError as e:
                 raise UsageError(str(e)) from None
         return self._models[name]
+
+
+def split_type(line: str) -> tuple[str, str]:
+    """`Literal["a", "b"] -o x` -> ('Literal["a", "b"]', '-o x'): options start at a word
+    beginning with - or -- and a letter, which no type expression has (Literal[1, -1] stays whole)."""
+    found = re.search(r"(?:^|\s)(--?[A-Za-z])", line)
+    if found is None:
+        return line.strip(), ""
+    return line[: found.start(1)].strip(), line[found.start(1):]
 
 
 def load_ipython_extension(shell) -> None:
