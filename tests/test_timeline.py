@@ -85,6 +85,12 @@ def test_many_rows_are_grouped_and_render_fast():
     assert len(root.findall("{http://www.w3.org/2000/svg}g")) == render.MAX_ROWS - 1
     assert "+961 more tasks" in svg
     assert took < 0.2  # the target is 20 ms (benchmarks/bench_timeline.py); generous here
+    lines = render.to_text(rows, [], now=10.2).splitlines()
+    names = [line.split("|")[0].strip() for line in lines[1:-1]]  # between the title and the summary
+    head = (render.MAX_ROWS - 1) // 2
+    assert names[head - 1:head + 2] == [f"generate: prompt {head - 1}", "+961 more tasks",
+                                        f"generate: prompt {1000 - (render.MAX_ROWS - 1 - head)}"]
+    assert len(names) == render.MAX_ROWS
 
 
 def test_nice_ticks():
@@ -144,8 +150,7 @@ def test_blocking_the_loop_is_marked():
                 time.sleep(0.3)  # a synchronous call inside async code: the loop stops
 
             await tl.track(polite(), name="polite")
-            await tl.track(rude(), name="rude")
-            await asyncio.sleep(0.05)
+            await tl.track(rude(), name="rude")  # the block's last step: seen when the block ends
         return tl
 
     tl = asyncio.run(main())

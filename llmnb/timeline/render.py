@@ -57,24 +57,24 @@ def to_text(rows: list[Row], lags: list[tuple[float, float]], now: float, title:
 
     lines = [f"{title} (0 .. {span:.2f} s)"]
     shown, hidden = visible(rows)
-    for i, row in enumerate(shown):
+    for n, row in enumerate(shown):
         bar = [" "] * TEXT_BAR
         if row.waiting is not None:
-            for i in range(col(row.waiting), col(row.started if row.started is not None else _end(row, now)) + 1):
-                bar[i] = "."
+            for c in range(col(row.waiting), col(row.started if row.started is not None else _end(row, now)) + 1):
+                bar[c] = "."
         if row.started is not None:
-            for i in range(col(row.started), col(_end(row, now)) + 1):
-                bar[i] = "="
+            for c in range(col(row.started), col(_end(row, now)) + 1):
+                bar[c] = "="
         timing = f"{row.created:6.2f} -> {_end(row, now):6.2f} s" if row.end is not None else f"{row.created:6.2f} ->  ...    "
         error = f"  {row.error}" if row.error else ""
         lines.append(f"{row.name[:38]:<38} |{''.join(bar)}| {timing} {row.status}{error}")
-        if hidden and i == len(shown) // 2 - 1:
+        if hidden and n == len(shown) // 2 - 1:
             lines.append(f"{'+%d more tasks' % len(hidden):<38} |{' ' * TEXT_BAR}|")
     if lags:
         bar = [" "] * TEXT_BAR
         for a, b in lags:
-            for i in range(col(a), col(b) + 1):
-                bar[i] = "#"
+            for c in range(col(a), col(b) + 1):
+                bar[c] = "#"
         total = sum(b - a for a, b in lags)
         lines.append(f"{'event loop blocked':<38} |{''.join(bar)}| {total:.2f} s in all")
     lines.append(summary_line(rows, now))
@@ -110,10 +110,10 @@ def to_svg(rows: list[Row], lags: list[tuple[float, float]], now: float, title: 
         out.append(f'<rect x="{x(a):.1f}" y="{TOP - 4}" width="{max(x(b) - x(a), 1):.1f}" height="{bottom - TOP + 4}"'
                    f' fill="{COLOURS["lag"]}" fill-opacity="0.25"><title>event loop blocked {a:.2f}-{b:.2f} s</title></rect>')
     y = TOP
-    for i, row in enumerate(shown):
+    for n, row in enumerate(shown):
         out.append(_svg_row(row, y, x, now))
         y += ROW_H
-        if hidden and i == len(shown) // 2 - 1:
+        if hidden and n == len(shown) // 2 - 1:
             start, end = min(r.created for r in hidden), max(_end(r, now) for r in hidden)
             out.append(f'<text x="{PAD}" y="{y + 12}" fill="currentColor" font-style="italic">+{len(hidden)} more tasks</text>'
                        f'<rect x="{x(start):.1f}" y="{y + 4}" width="{max(x(end) - x(start), 1):.1f}" height="{ROW_H - 8}"'

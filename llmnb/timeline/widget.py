@@ -45,7 +45,8 @@ class Timeline:
         self._display = display  # None: display when running in a kernel
         self._recorder: Recorder | None = None
         self._listening = None
-        self._probe: asyncio.Task | None = None
+        self._probe: lag.Probe | None = None
+        self._probe_task: asyncio.Task | None = None
         self._widget = None
         self._handle = None
         self._stop = threading.Event()
@@ -63,24 +64,27 @@ class Timeline:
         except RuntimeError:
             loop = None
         if loop is not None:
-            self._probe = loop.create_task(lag.probe(self._recorder.add_lag), name="llmnb-timeline-probe")
+            self._probe = lag.Probe(self._recorder.add_lag)
+            self._probe_task = loop.create_task(self._probe.run(), name="llmnb-timeline-probe")
         if self._display if self._display is not None else _in_kernel():
             self._show()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
-            self._probe = None
-        self._listening.__exit__(*exc)
         self._closed_at = time.perf_counter()
+        if self._probe is not None:
+            self._probe.finish(self._closed_at)  # the loop may have been blocked up to here
+            self._probe_task.cancel()
+            self._probe = self._probe_task = None
+        self._listening.__exit__(*exc)
         self._recorder.close_open_rows(self._closed_at)
         self._stop.set()
         if self._painter is not None:
             self._painter.join()
             self._painter = None
-        if self._handle is not None:
+        if self._widget is not None:
             self._widget.value = self.to_svg()  # the guaranteed final render
+        if self._handle is not None:  # also without ipywidgets, where only this picture is shown
             self._handle.update(_Static(self))
 
     async def __aenter__(self) -> Timeline:
