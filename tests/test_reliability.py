@@ -162,6 +162,27 @@ def test_servers_without_json_schema_get_json_mode(fault_server):
     assert [b["response_format"]["type"] for b in fault_server.bodies] == ["json_schema", "json_object"]
 
 
+def test_a_passing_server_error_does_not_switch_to_json_mode(fault_server):
+    """A 500 that does not name the format is retried as a 500, not taken for a refusal of json_schema."""
+    fault_server.script(Fault.http(500))
+    model = remote(fault_server)
+    assert model.classify(["spam", "not spam"], "Win money!") == "spam"
+    assert model.backend.schema_mode == "json_schema"
+    assert [b["response_format"]["type"] for b in fault_server.bodies] == ["json_schema", "json_schema"]
+
+
+def test_json_mode_is_kept_only_if_it_works(fault_server):
+    """A 400 on the first structured call gets one JSON-mode try; when that fails too, the 400 is
+    the answer and no mode is remembered."""
+    fault_server.script(Fault.http(400), Fault.http(400))
+    model = remote(fault_server)
+    with pytest.raises(ModelCallError) as info:
+        model.classify(["spam", "not spam"], "Win money!")
+    assert info.value.status == 400 and info.value.attempts == 1
+    assert model.backend.schema_mode is None
+    assert [b["response_format"]["type"] for b in fault_server.bodies] == ["json_schema", "json_object"]
+
+
 def test_the_key_never_appears_anywhere(fault_server, capsys):
     events = []
     model = remote(fault_server, max_retries=0)

@@ -17,9 +17,11 @@ from .base import Backend, Completion, PerLoop, Request
 
 # Statuses worth another try: the request may succeed unchanged a moment later.
 RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504})
-# Statuses with which a server that lacks json_schema structured outputs refuses them
-# (llama.cpp's server: 500; others: 400 or 422). Seen only before a structured call has worked.
-SCHEMA_REFUSED = frozenset({400, 422, 500, 501})
+# Statuses with which a server that lacks json_schema structured outputs refuses them: 400, 422
+# or 501 from most, 500 from llama.cpp's server ("Input should be 'text' or 'json_object'"). A 500
+# counts only when its text names the format, so a passing server error is retried as such.
+SCHEMA_REFUSED = frozenset({400, 422, 501})
+FORMAT_WORDS = ("response_format", "json_schema", "json_object")
 MAX_BACKOFF = 30.0
 
 
@@ -51,6 +53,11 @@ def with_schema_instruction(messages: list[dict], schema: dict) -> list[dict]:
     if messages and messages[0]["role"] == "system":
         return [{"role": "system", "content": messages[0]["content"] + "\n" + note}, *messages[1:]]
     return [{"role": "system", "content": note}, *messages]
+
+
+def refuses_json_schema(status: int | None, message: str) -> bool:
+    """Whether an error on a json_schema request may mean the server lacks structured outputs."""
+    return status in SCHEMA_REFUSED or (status == 500 and any(w in message for w in FORMAT_WORDS))
 
 
 def parse_response(response: Any) -> Completion:
@@ -113,33 +120,33 @@ class OpenAIBackend(Backend):
 
     async def complete(self, request: Request) -> Completion:
         client = self._clients.get()
+        mode = self.schema_mode or "json_schema"
+        refusal: Exception | None = None  # a json_schema request the server refused, while JSON mode is tried
         attempt = 0
         while True:
             attempt += 1
-            mode = self.schema_mode or "json_schema"
             try:
                 async with asyncio.timeout(self.timeout):
                     response = await client.chat.completions.create(**build_request(self.model, request, mode))
-            except self._openai.APIStatusError as e:
-                status, retry_after = e.status_code, e.response.headers.get("retry-after")
-                if request.schema is not None and self.schema_mode is None and status in SCHEMA_REFUSED:
-                    self.schema_mode = "json_object"  # the server lacks json_schema: use the fallback
-                    attempt -= 1
-                    continue
-                error: Exception = e
-                what = f"HTTP {status}: {self._clean(e.message)}"
-                retryable = status in RETRYABLE
-            except (json.JSONDecodeError, self._openai.APIResponseValidationError) as e:
-                error, retry_after, status, retryable = e, None, None, True
-                what = "the server's answer was not valid JSON"
-            except (self._openai.APIConnectionError, TimeoutError) as e:
-                error, retry_after, status, retryable = e, None, None, True
-                timed_out = isinstance(e, (TimeoutError, self._openai.APITimeoutError))
-                what = f"no answer within timeout={self.timeout}s" if timed_out else "connection failed"
+            except (self._openai.APIError, json.JSONDecodeError, TimeoutError) as e:
+                error = e
             else:
                 if request.schema is not None and self.schema_mode is None:
-                    self.schema_mode = mode
+                    self.schema_mode = mode  # remembered only once a structured call has worked
                 return parse_response(response)
+            refused = refuses_json_schema(getattr(error, "status_code", None), getattr(error, "message", ""))
+            if request.schema is not None and self.schema_mode is None and refusal is None and refused:
+                # Maybe a server without json_schema: try JSON mode once, unpaid. If that fails too,
+                # the refusal was a real error (a passing 500 on OpenAI must not switch modes).
+                mode, refusal = "json_object", error
+                attempt -= 1
+                continue
+            what, status, retryable, retry_after = self._describe(error)
+            if refusal is not None:  # JSON mode failed too
+                if not retryable:  # refused as well: the first refusal was the server's real answer
+                    mode, error = "json_schema", refusal
+                    what, status, retryable, retry_after = self._describe(error)
+                refusal = None  # a passing fault (429, timeout) retries in JSON mode
             if not retryable or attempt > self.max_retries:
                 where = f" at {self.base_url}" if self.base_url else ""
                 raise ModelCallError(
@@ -148,6 +155,20 @@ class OpenAIBackend(Backend):
                     attempts=attempt,
                 ) from error
             await asyncio.sleep(retry_delay(attempt, retry_after))
+
+    def _describe(self, error: Exception) -> tuple[str, int | None, bool, str | None]:
+        """What went wrong, for the message: (text, HTTP status, worth retrying, Retry-After)."""
+        openai = self._openai
+        if isinstance(error, openai.APIStatusError):
+            status = error.status_code
+            return f"HTTP {status}: {self._clean(error.message)}", status, status in RETRYABLE, error.response.headers.get("retry-after")
+        if isinstance(error, (TimeoutError, openai.APITimeoutError)):
+            return f"no answer within timeout={self.timeout}s", None, True, None
+        if isinstance(error, openai.APIConnectionError):
+            return "connection failed", None, True, None
+        if isinstance(error, (json.JSONDecodeError, openai.APIResponseValidationError)):
+            return "the server's answer was not valid JSON", None, True, None
+        return f"{type(error).__name__}: {self._clean(str(error))}", None, False, None
 
     def _clean(self, text: str) -> str:
         """Error text from a server, short and without the API key (some servers echo it)."""
