@@ -154,7 +154,7 @@ gain from concurrency.
     code("""
 import os
 if os.environ.get("OPENAI_API_KEY"):
-    remote = Models.create("openai:gpt-4o-mini")
+    model = Models.create("openai:gpt-4o-mini")   # run_tasks() uses `model`
     with Timeline(title="the same two tasks on OpenAI"):
         start_time = time.perf_counter()
         await run_tasks()
