@@ -48,6 +48,17 @@ class Model:
     def __repr__(self) -> str:
         return f"<llmnb.Model {self.name}>"
 
+    def close(self) -> None:
+        """Free a local model's memory and threads now rather than when the model is dropped;
+        later calls fail. Also `with Models.create(...) as model:`."""
+        self.backend.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     async def generate_async(self, prompt: str, *, inst: str | None = None, max_tokens: int | None = None,
                              temperature: float | None = None, seed: int | None = None) -> str:
         """Free text answer to `prompt`. `inst` is a system instruction."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -199,3 +201,30 @@ def test_timeout_fails_the_call_and_the_model_keeps_serving():
 def test_bad_parallel_is_a_config_error(parallel):
     with pytest.raises(ConfigError, match="parallel"):
         Models.create("llamacpp:smollm2", parallel=parallel)
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_close_frees_the_model_and_later_calls_say_so(parallel):
+    with Models.create("llamacpp:smollm2", parallel=parallel) as model:
+        assert isinstance(model.generate("Hi", max_tokens=3), str)
+    with pytest.raises(ModelCallError, match="closed"):
+        model.generate("Hi", max_tokens=3)
+
+
+def test_a_dropped_batched_model_stops_its_engine_thread():
+    """A notebook cell run again makes a new model: the old one's thread and memory must go."""
+    import gc
+
+    def engines():
+        return sum(t.name == "llmnb-batched" and t.is_alive() for t in threading.enumerate())
+
+    before = engines()
+    model = Models.create("llamacpp:smollm2", parallel=2)
+    model.generate("Hi", max_tokens=3)
+    assert engines() == before + 1
+    del model
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while engines() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engines() == before

@@ -70,6 +70,9 @@ class Backend(ABC):
     def slot(self) -> AbstractAsyncContextManager:
         """What a call must hold to run: a concurrency semaphore, or a local model's lock."""
 
+    def close(self) -> None:
+        """Free what the backend holds (a local model's weights and threads); remote ones hold nothing."""
+
     @abstractmethod
     async def complete(self, request: Request) -> Completion:
         """Make one completion. Raise `ModelCallError` for failures the caller cannot fix by retrying."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,6 +283,9 @@ class BatchedBackend(Backend):
         self.n_ctx = lc.n_ctx_seq
         self._engine = Engine(lc, name)
         self._slots = PerLoop(lambda: asyncio.Semaphore(parallel))
+        # The engine thread keeps the engine alive, not this backend: when the model is dropped
+        # (a notebook cell run again makes a new one) its thread stops and frees the weights.
+        weakref.finalize(self, self._engine.close)
 
     def __repr__(self) -> str:
         return f"BatchedBackend({self.name!r}, parallel={self.parallel})"

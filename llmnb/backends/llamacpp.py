@@ -62,12 +62,19 @@ class LlamaCppBackend(Backend):
         self._locks = PerLoop(asyncio.Lock)
         self._grammars: dict[str, object] = {}
         self._prompt_tokens = 0  # length of the last prompt read, the most the next call may reuse
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"LlamaCppBackend({self.name!r})"
 
     def slot(self):
         return self._locks.get()
+
+    def close(self) -> None:
+        """Wait for the running generation, then free the model's memory."""
+        self._closed = True
+        self._worker.shutdown(wait=True)
+        self.llama.close()
 
     def grammar(self, schema: dict):
         """The llama.cpp grammar that forces output to match a JSON schema (built once per schema)."""
@@ -77,6 +84,8 @@ class LlamaCppBackend(Backend):
         return self._grammars[gbnf]
 
     async def complete(self, request: Request) -> Completion:
+        if self._closed:
+            raise ModelCallError(f"{self.name}: the model was closed; make a new one with Models.create")
         stop = threading.Event()
         work = asyncio.get_running_loop().run_in_executor(self._worker, self._generate, request, stop)
         try:
