@@ -181,4 +181,22 @@ def test_outside_a_kernel_the_text_form_is_used():
         pass
     bundle = tl._repr_mimebundle_()
     assert set(bundle) == {"text/plain", "text/html"}
-    assert repr(tl).startswith("llmnb timeline")
+    assert repr(tl).startswith("llmnb timeline") and repr(tl).endswith("pip install ipywidgets)")
+
+
+def test_running_rows_have_their_own_shape_and_waiting_rows_their_wait_so_far():
+    rec = Recorder(origin=0.0)
+    for key, kind, t in [(1, "created", 0.0), (1, "waiting", 0.0), (1, "started", 0.5), (2, "created", 0.0),
+                         (2, "waiting", 0.0), (3, "created", 0.0), (3, "waiting", 0.0), (3, "started", 0.0),
+                         (3, "finished", 1.0)]:
+        rec.apply(CallEvent(key, kind, t, "generate", f"p{key}", "m"))
+    root = ET.fromstring(render.to_svg(rec.rows(), [], now=2.0))
+    ns = "{http://www.w3.org/2000/svg}"
+    heads = {g.get("data-status"): len(g.findall(f"{ns}path")) for g in root.findall(f"{ns}g")}
+    assert heads == {"running": 1, "waiting": 0, "done": 0}  # only the running bar ends in an arrow head
+    with Timeline(display=False) as tl:
+        t0 = time.perf_counter()
+        for kind in ("created", "waiting"):
+            tl._recorder.apply(CallEvent(1, kind, t0, "generate", "p", "m"))
+        time.sleep(0.05)
+        assert tl.records()[0]["wait"] >= 0.04  # still waiting: the wait so far, not 0

@@ -156,6 +156,9 @@ def _svg_row(row: Row, y: float, x, now: float) -> str:
         dash = ' stroke="currentColor" stroke-dasharray="3,2"' if row.status == "cancelled" else ""
         parts.append(f'<rect class="llmnb-bar" x="{x(row.started):.1f}" y="{y + 3}" width="{max(x(end) - x(row.started), 1.5):.1f}"'
                      f' height="{ROW_H - 6}" fill="{colour}"{dash}/>')
+    if row.status == "running":  # shape as well as colour: a running bar ends in an arrow head
+        cx, cy = x(end), y + ROW_H / 2
+        parts.append(f'<path d="M{cx:.1f},{cy - 6:.1f}l6,6l-6,6z" fill="{COLOURS["running"]}"/>')
     if row.status == "failed":
         cx, cy = x(end), y + ROW_H / 2
         parts.append(f'<path d="M{cx - 4:.1f},{cy - 4:.1f}l8,8m0,-8l-8,8" stroke="{COLOURS["failed"]}" stroke-width="2"/>')

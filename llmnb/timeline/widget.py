@@ -126,9 +126,10 @@ class Timeline:
         start), wait (seconds spent waiting for a slot), status, tokens_in, tokens_out, error."""
         if self._recorder is None:
             return []
-        out = []
+        out, now = [], self._now()
         for r in self._recorder.rows():
-            wait = ((r.started if r.started is not None else r.end) or 0) - r.waiting if r.waiting is not None else 0.0
+            waited_until = next((t for t in (r.started, r.end) if t is not None), now)  # still waiting: until now
+            wait = waited_until - r.waiting if r.waiting is not None else 0.0
             out.append({"name": r.label, "method": r.method, "model": r.model, "created": r.created,
                         "start": r.started, "end": r.end, "wait": max(wait, 0.0), "status": r.status,
                         "tokens_in": r.tokens_in, "tokens_out": r.tokens_out, "error": r.error})
@@ -165,8 +166,8 @@ class Timeline:
                 "version_major": 2, "version_minor": 0, "model_id": self._widget.model_id}
         return bundle
 
-    def __repr__(self) -> str:
-        return self.to_text()
+    def __repr__(self) -> str:  # terminals and plain IPython: the text form, and how to get the picture
+        return f"{self.to_text()}\n{HINT}"
 
     def _show(self) -> None:
         from IPython.display import display
