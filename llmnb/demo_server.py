@@ -31,6 +31,7 @@ class DemoServer:
         self._thread: threading.Thread | None = None
         self._server = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self.last_headers: dict[str, str] = {}
 
     @property
     def base_url(self) -> str:
@@ -109,6 +110,11 @@ class DemoServer:
         }).encode()
         return 200, {"Content-Type": "application/json"}, payload
 
+    async def send(self, writer: asyncio.StreamWriter, head: bytes, payload: bytes) -> None:
+        """Write one answer. Subclasses override this to send it slowly."""
+        writer.write(head + payload)
+        await writer.drain()
+
     async def _answer_unless_closed(self, reader: asyncio.StreamReader, body: dict):
         """Wait the latency and build the answer, unless the client hangs up first (counted)."""
         async def work():
@@ -130,12 +136,12 @@ class DemoServer:
         try:
             while True:  # keep-alive: one connection serves many requests
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
+                headers = {}
                 for line in head.decode("latin-1").split("\r\n")[1:]:
                     key, _, value = line.partition(":")
-                    if key.strip().lower() == "content-length":
-                        length = int(value)
-                body = json.loads(await reader.readexactly(length) or b"{}")
+                    headers[key.strip().lower()] = value.strip()
+                self.last_headers = headers  # for tests of what clients send
+                body = json.loads(await reader.readexactly(int(headers.get("content-length") or 0)) or b"{}")
                 self.requests += 1
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -148,8 +154,7 @@ class DemoServer:
                 status, headers, payload = answer
                 lines = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}", f"Content-Length: {len(payload)}",
                          *(f"{k}: {v}" for k, v in headers.items())]
-                writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
-                await writer.drain()
+                await self.send(writer, ("\r\n".join(lines) + "\r\n\r\n").encode(), payload)
                 with contextlib.suppress(asyncio.CancelledError):
                     await hangup
         except (asyncio.IncompleteReadError, ConnectionError):

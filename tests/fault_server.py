@@ -27,6 +27,10 @@ class Fault:
         return Fault("status", status=status, retry_after=retry_after)
 
     @staticmethod
+    def echo_key(status: int = 401) -> Fault:  # an error whose text repeats the Authorization header, as some servers do
+        return Fault("echo", status=status)
+
+    @staticmethod
     def drop() -> Fault:  # close the connection without an answer
         return Fault("drop")
 
@@ -45,6 +49,16 @@ class Fault:
     @staticmethod
     def delay(seconds: float) -> Fault:
         return Fault("delay", seconds=seconds)
+
+    @staticmethod
+    def trickle(seconds: float) -> Fault:  # a 200 whose body arrives a few bytes at a time over `seconds`
+        return Fault("trickle", seconds=seconds)
+
+
+class Slow(bytes):
+    """A payload to send a few bytes at a time, spread over `seconds`."""
+
+    seconds = 0.0
 
 
 class FaultServer(DemoServer):
@@ -68,6 +82,8 @@ class FaultServer(DemoServer):
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             status, headers_, payload = self._error(fault.status, f"injected {fault.status}")
             return status, {**headers_, **headers}, payload
+        if fault.kind == "echo":
+            return self._error(fault.status, f"Incorrect API key provided: {self.last_headers.get('authorization')}")
         if fault.kind == "drop":
             return None
         if fault.kind == "hang":
@@ -77,12 +93,27 @@ class FaultServer(DemoServer):
         if fault.kind == "delay":
             await asyncio.sleep(fault.seconds)
             return await super().respond(body)
+        if fault.kind == "trickle":
+            status, headers, payload = await super().respond(body)
+            slow = Slow(payload)
+            slow.seconds = fault.seconds
+            return status, headers, slow
         saved, self.reply = self.reply, fault.text
         try:
             status, headers, payload = await super().respond({k: v for k, v in body.items() if k != "response_format"})
         finally:
             self.reply = saved
         return status, headers, payload
+
+    async def send(self, writer: asyncio.StreamWriter, head: bytes, payload: bytes) -> None:
+        if not isinstance(payload, Slow):
+            return await super().send(writer, head, payload)
+        writer.write(head)
+        step = max(1, len(payload) // 20)
+        for i in range(0, len(payload), step):
+            await asyncio.sleep(payload.seconds / 20)
+            writer.write(payload[i:i + step])
+            await writer.drain()
 
     @staticmethod
     def _error(status: int, message: str):

@@ -162,6 +162,17 @@ def test_servers_without_json_schema_get_json_mode(fault_server):
     assert [b["response_format"]["type"] for b in fault_server.bodies] == ["json_schema", "json_object"]
 
 
+def test_timeout_bounds_a_body_that_trickles_in(fault_server):
+    """Headers at once, then the body a few bytes at a time: each read is quick, the whole is not."""
+    fault_server.script(Fault.trickle(seconds=5))
+    start = time.perf_counter()
+    with pytest.raises(ModelCallError, match="no answer within timeout=0.5s"):
+        remote(fault_server, timeout=0.5, max_retries=0).generate("hi")
+    assert time.perf_counter() - start < 2
+    fault_server.script(Fault.trickle(seconds=0.3))  # slow but within the timeout: the answer arrives whole
+    assert remote(fault_server, timeout=5).generate("hi") == fault_server.reply
+
+
 def test_a_passing_server_error_does_not_switch_to_json_mode(fault_server):
     """A 500 that does not name the format is retried as a 500, not taken for a refusal of json_schema."""
     fault_server.script(Fault.http(500))
@@ -184,15 +195,17 @@ def test_json_mode_is_kept_only_if_it_works(fault_server):
 
 
 def test_the_key_never_appears_anywhere(fault_server, capsys):
-    events = []
+    events, messages = [], []
     model = remote(fault_server, max_retries=0)
-    fault_server.script(Fault.http(401), Fault.http(500))
+    fault_server.script(Fault.http(401), Fault.echo_key(), Fault.http(500))
     texts = [repr(model), repr(model.backend), str(vars(model))]
     with listen(events.append), Timeline() as tl:
-        for _ in range(2):
+        for _ in range(3):
             with pytest.raises(ModelCallError) as info:
                 model.generate("hi")
-            texts += [str(info.value), repr(info.value), repr(info.value.__cause__)]
+            texts += [str(info.value), repr(info.value), repr(info.value.__cause__), repr(info.value.__context__)]
+            messages.append(str(info.value))
+    assert "Incorrect API key provided: Bearer ***" in messages[1]  # the server echoed it; scrubbed
     texts += [repr(e) for e in events] + [repr(tl.records()), tl.to_text(), tl.to_svg()]
     captured = capsys.readouterr()
     texts += [captured.out, captured.err]

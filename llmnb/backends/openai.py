@@ -149,11 +149,14 @@ class OpenAIBackend(Backend):
                 refusal = None  # a passing fault (429, timeout) retries in JSON mode
             if not retryable or attempt > self.max_retries:
                 where = f" at {self.base_url}" if self.base_url else ""
+                # The SDK's error keeps the server's text whole; a server that echoes the key
+                # would leak it through the chained cause, so such a cause is dropped.
+                leaks = self._secret in f"{error} {getattr(error, 'body', '')}"
                 raise ModelCallError(
                     f"{self.name}{where}: {what}, after {attempt} attempt(s) (max_retries={self.max_retries})",
                     status=status,
                     attempts=attempt,
-                ) from error
+                ) from (None if leaks else error)
             await asyncio.sleep(retry_delay(attempt, retry_after))
 
     def _describe(self, error: Exception) -> tuple[str, int | None, bool, str | None]:
