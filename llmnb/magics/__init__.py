@@ -95,10 +95,10 @@ class LlmMagics(Magics):
                 type_expr, options = split_type(line)
                 if not type_expr:
                     raise UsageError("%%llm_extract needs a TYPE first, e.g. %%llm_extract list[str] -o names")
-                args = parse_argstring(self.llm_extract, f"TYPE {options}")
+                args = self._options("llm_extract", f"TYPE {options}")
                 args.type = type_expr
                 return await self._extract(args, cell)
-            args = parse_argstring(getattr(self, magic), line)
+            args = self._options(magic, line)
             return await self._parallel(args, cell)
         except (ConfigError, ParseError, FillError) as e:
             raise UsageError(str(e)) from None  # one short line, not a traceback
@@ -188,6 +188,12 @@ class LlmMagics(Magics):
         print(f"{name:<12} {when}: {text}", flush=True)
 
     # -- helpers -----------------------------------------------------------------------------
+    def _options(self, magic: str, line: str):
+        try:
+            return parse_argstring(getattr(self, magic), line)
+        except ValueError as e:  # shlex: an unclosed quote
+            raise UsageError(f"cannot read the options {line.strip()!r} ({e}); see %{magic}?") from None
+
     def _eval_type(self, expr: str):
         try:
             return eval(expr, self.shell.user_ns)  # the user's own type expression, never a prompt
