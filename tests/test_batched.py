@@ -61,8 +61,24 @@ def run_task(model, method, target, prompt, **gen):
     return getattr(model, f"{method}_async")(target, prompt, **gen)
 
 
+def record_frees(model) -> list[int]:
+    """The sequences whose KV cells the engine frees entirely from now on, recorded on the engine
+    thread as it frees them (reading llama.cpp's memory from here could race a decode)."""
+    lc, freed = model.backend._engine.lc, []
+    forget = lc.forget
+
+    def recording(seq: int, start: int = 0) -> None:
+        if start == 0:
+            freed.append(seq)
+        forget(seq, start)
+
+    lc.forget = recording
+    return freed
+
+
 def used_cells(model) -> list[int]:
-    """The highest KV position of each sequence (-1: the sequence holds no cells)."""
+    """The highest KV position of each sequence (-1: the sequence holds no cells). Only while the
+    engine is idle: llama.cpp's memory is not safe to read during a decode."""
     lc = model.backend._engine.lc
     return [lc.L.llama_memory_seq_pos_max(lc.memory, s) for s in range(lc.n_seq)]
 
@@ -145,10 +161,11 @@ def test_cancelling_one_of_four_frees_its_sequence_and_spares_the_others(batched
             tasks = [asyncio.create_task(batched.generate_async(s, max_tokens=60)) for s in STORIES]
             await started.wait()
             await asyncio.sleep(0.3)  # all four are decoding
+            frees = record_frees(batched)
             tasks[1].cancel()
             with pytest.raises(asyncio.CancelledError):
                 await tasks[1]
-            freed = used_cells(batched).count(-1)
+            freed = len(frees)  # before the other three end
             others = await asyncio.gather(tasks[0], tasks[2], tasks[3])
         after = await asyncio.gather(*(run_task(batched, *t) for t in TASKS))
         expected = await asyncio.gather(*(untouched.generate_async(s, max_tokens=60) for s in STORIES))
@@ -158,9 +175,44 @@ def test_cancelling_one_of_four_frees_its_sequence_and_spares_the_others(batched
         freed, others, after, expected = asyncio.run(main())
     finally:
         untouched.backend.close()
-    assert freed >= 1  # the cancelled task's KV cells went at once
+    assert freed == 1  # the cancelled task's KV cells went at once, and only its own
     assert others == [expected[0], expected[2], expected[3]]  # as if the fourth had never been there
     assert isinstance(after[0], Person) and isinstance(after[3], Mood)
+    assert all(slot.job is None for slot in batched.backend._engine.slots)
+
+
+def test_a_sequence_failing_mid_decode_fails_alone(batched, sequential, monkeypatch):
+    """Fault injection: one sequence's sampler breaks after a few tokens, while all four decode
+    together. That task fails with the error; the other three finish as if alone."""
+    from llmnb.backends.batched import Engine
+
+    start = Engine._start
+
+    def start_with_a_fault(engine, job, free):
+        start(engine, job, free)
+        if job.request.messages[-1]["content"] == STORIES[2]:
+            slot = next(s for s in engine.slots if s.job is job)
+            sample, calls = slot.sampler.sample, []
+
+            def breaking(row):
+                calls.append(row)
+                if len(calls) > 3:
+                    raise RuntimeError("injected sampler fault")
+                return sample(row)
+
+            slot.sampler.sample = breaking
+
+    monkeypatch.setattr(Engine, "_start", start_with_a_fault)
+
+    async def main():
+        together = await asyncio.gather(*(batched.generate_async(s, max_tokens=30) for s in STORIES),
+                                        return_exceptions=True)
+        alone = [await sequential.generate_async(s, max_tokens=30) for s in STORIES]
+        return together, alone
+
+    together, alone = asyncio.run(main())
+    assert isinstance(together[2], RuntimeError) and "injected" in str(together[2])
+    assert [together[i] for i in (0, 1, 3)] == [alone[i] for i in (0, 1, 3)]
     assert all(slot.job is None for slot in batched.backend._engine.slots)
 
 
