@@ -158,7 +158,8 @@ def overhead(reps: int) -> dict:
 
     llama = llama_cpp.Llama(str(embedded_path("smollm2")), n_ctx=2048, n_threads=THREADS, n_threads_batch=THREADS,
                             verbose=False)
-    model = Models.create("llamacpp:smollm2", parallel=8, n_threads=THREADS)
+    # temperature=0 on both sides: the same (greedy) sampling work per token
+    model = Models.create("llamacpp:smollm2", parallel=8, n_threads=THREADS, temperature=0)
     Person = person_type()
     schema = target_for(Person).schema
     grammar = llama_cpp.LlamaGrammar.from_string(schema_to_gbnf(schema), verbose=False)
