@@ -90,7 +90,9 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     except KeyboardInterrupt:
         loop.call_soon_threadsafe(lambda: box[0].cancel())
         done.wait()
-        if box[0].cancelled() or not isinstance(box[0].result(), _Raised):
+        task = box[0]
+        # the interrupt wins, unless the coroutine turned it into its own KeyboardInterrupt
+        if task.cancelled() or task.exception() is not None or not isinstance(task.result(), _Raised):
             raise
     outcome = box[0].result()
     if isinstance(outcome, _Raised):
