@@ -11,6 +11,9 @@ Event kinds, in order of a call's life:
     started   -> it holds its slot and runs
     then one of: finished (with token counts when known), failed (with a short error text),
     cancelled.
+An `extract`/`classify` call with `retries=` that asks again repeats waiting -> started for each
+attempt under the same call_id; the timeline keeps the first, so the row runs from the first start
+to the end of the last attempt.
 Times come from `time.perf_counter()` (monotonic, high resolution).
 """
 
