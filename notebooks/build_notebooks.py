@@ -238,14 +238,12 @@ for cap in (1, 2, 5, 10):
 """),
     md("""
 The cap is exact: the server counts the requests it holds, and never sees more than the cap. The
-time falls with the number of rounds (10, 5, 2, 1); from 5 to 10 it saves only one round of
-0.5 s, which a busy computer can blur, so the check below compares the clear steps.
+time falls with the number of rounds: 10, 5, 2, 1.
 """),
     code("""
 # NBVAL_CHECK_OUTPUT
 print("the server saw exactly the cap in flight:", all(seen[cap] == cap for cap in walls))
-print("a higher cap is faster (1, 2, 5):", walls[1] > walls[2] > walls[5])
-print("cap 10 is at least 3x faster than cap 1:", walls[1] / walls[10] > 3)
+print("each higher cap is faster:", walls[1] > walls[2] > walls[5] > walls[10])
 """),
     code("""
 server.stop()

@@ -54,3 +54,23 @@ def test_sync_twin_on_remote_model_from_a_running_loop(server):
         return model.generate("Hello")
 
     assert asyncio.run(cell()) == server.reply
+
+
+def test_models_made_again_and_again_never_stall(server):
+    """A notebook cell run again makes a new model each time. A dropped model's HTTP client, left
+    to the garbage collector with open connections, made later concurrent calls hang until their
+    timeout (2 of 30 rounds of 10). llmnb closes a dropped model's clients; no round may stall."""
+    server.latency = 0.2
+
+    async def main():
+        walls = []
+        for _ in range(30):
+            model = Models.create("openai:demo", base_url=server.base_url, max_concurrency=10, timeout=5,
+                                  max_retries=0)
+            start = time.perf_counter()
+            await asyncio.gather(*[model.generate_async("Hello, how are you?") for _ in range(10)])
+            walls.append(time.perf_counter() - start)
+        return walls
+
+    walls = asyncio.run(main())
+    assert max(walls) < 2.5, walls  # a stall is a whole timeout (5 s); a round takes about 0.2 s

@@ -54,6 +54,12 @@ class PerLoop(Generic[T]):
             item = self._items[loop] = self._factory()
             return item
 
+    def drain(self) -> list[tuple[asyncio.AbstractEventLoop, T]]:
+        """Remove and return every (loop, item) pair, e.g. to close the items."""
+        pairs = list(self._items.items())
+        self._items.clear()
+        return pairs
+
 
 class Backend(ABC):
     """A model server. Subclasses give a slot (what a call waits for) and `complete` (the I/O)."""

@@ -8,8 +8,10 @@ never multiply).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
+import weakref
 from typing import Any
 
 from ..errors import ModelCallError
@@ -82,6 +84,14 @@ def retry_delay(attempt: int, retry_after: str | None) -> float:
     return min(0.5 * 2 ** (attempt - 1), MAX_BACKOFF) * random.uniform(0.8, 1.2)
 
 
+def close_clients(clients: PerLoop) -> None:
+    """Close every client of `clients` on its own loop, from any thread; forget them."""
+    for loop, client in clients.drain():
+        if not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: its sockets went with it
+                loop.call_soon_threadsafe(loop.create_task, client.close())
+
+
 class OpenAIBackend(Backend):
     def __init__(
         self,
@@ -110,6 +120,12 @@ class OpenAIBackend(Backend):
         )
         self._slots = PerLoop(lambda: asyncio.Semaphore(max_concurrency))
         self._secret = api_key
+        # A client left to the garbage collector with its connections open made concurrent
+        # requests on new connections hang until their timeout (2 of 30 rounds of 10 calls with
+        # a new model each time, as a notebook cell run again makes; none when closed or with gc
+        # off). So a dropped backend closes its clients, each on its own loop.
+        self._finalizer = weakref.finalize(self, close_clients, self._clients)
+        self._finalizer.atexit = False  # at exit the loops are gone or stopped: nothing to close on
 
     def __repr__(self) -> str:
         where = f", base_url={self.base_url!r}" if self.base_url else ""
@@ -117,6 +133,10 @@ class OpenAIBackend(Backend):
 
     def slot(self):
         return self._slots.get()
+
+    def close(self) -> None:
+        """Close the HTTP clients (on their loops); a later call opens a new one."""
+        close_clients(self._clients)
 
     async def complete(self, request: Request) -> Completion:
         client = self._clients.get()
