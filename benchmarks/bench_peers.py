@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+import readme_section  # benchmarks/, next to this script
+
 HERE = Path(__file__).resolve().parent
 ENVS = HERE / "envs"
 OUT = HERE / "results" / "peers.md"
@@ -159,6 +161,7 @@ def main() -> None:
         *import_lines, ""])
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(report)
+    readme_section.write('peers', report)
     print(report)
 
 

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+import readme_section  # benchmarks/, next to this script
+
 from llmnb import Models, Timeline
 from llmnb.demo_server import DemoServer
 from llmnb.events import CallEvent
@@ -98,6 +100,7 @@ def main() -> None:
     report = "\n".join([f"Timeline cost, `python benchmarks/bench_timeline.py` ({machine})", "", *lines, ""])
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(report)
+    readme_section.write('timeline', report)
     print(report)
 
 

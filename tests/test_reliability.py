@@ -120,23 +120,28 @@ def test_no_leaks_after_1000_calls_with_faults(fault_server):
         gc.collect()
         fds = os.listdir("/proc/self/fd")
         sockets = sum(os.readlink(f"/proc/self/fd/{fd}").startswith("socket:") for fd in fds if os.path.exists(f"/proc/self/fd/{fd}"))
-        return len(asyncio.all_tasks()), threading.active_count(), len(fds), sockets
+        # asyncio's default executor (name resolution) keeps up to a few idle workers: bounded, not ours
+        threads = sum(not t.name.startswith("asyncio_") for t in threading.enumerate())
+        return len(asyncio.all_tasks()), threads, len(fds), sockets
+
+    async def settled():
+        # closing the client closes its keep-alive pool, whose size varies with timing; what is
+        # still open afterwards was left behind
+        model.close()
+        await asyncio.sleep(0.3)
+        return counts()
 
     async def main():
-        await batch()  # the first batch fills the client's pool of keep-alive connections
-        await asyncio.sleep(0.2)
-        before = counts()
+        await batch()  # the first batch makes the client, its threads and the like once
+        before = await settled()
         results = await batch()
-        await asyncio.sleep(0.2)
-        return before, counts(), results
+        return before, await settled(), results
 
     before, after, results = asyncio.run(main())
     assert len(results) == 1000 and all(isinstance(r, (str, ModelCallError)) for r in results)
     failed = sum(isinstance(r, ModelCallError) for r in results)
     assert failed * 2 <= 160  # with max_retries=1 a call fails only after two of the 160 failing faults
-    assert after[:2] == before[:2]  # asyncio tasks, threads
-    # open files and sockets: the pool's idle connections are reused, not piled up
-    assert after[2] <= before[2] + 5 and after[3] <= before[3] + 5, (before, after)
+    assert after == before  # asyncio tasks, threads, open files, sockets
 
 
 def test_invalid_structured_output_keeps_the_raw_text(fault_server):
