@@ -107,3 +107,33 @@ def test_interrupt_cancels_tasks_and_the_next_cell_runs(kernel):
     cancelled_names, total = out[0].rsplit(" ", 1)
     assert total == "4" and "story_3" in cancelled_names  # every task is either kept or marked cancelled
     assert out[1] == "[]"  # no task of the cell still runs
+
+
+def test_interrupt_closes_in_flight_requests_to_a_remote_server(kernel, fault_server):
+    """%%llm_parallel against an OpenAI-compatible server (the fault server, in this process) that
+    holds every answer 30 s: Interrupt makes the server see each connection close, and the next
+    cell's call to the same server works."""
+    km, kc = kernel
+    fault_server.latency = 30
+    run(kc, f"remote = Models.create('openai:test', base_url='{fault_server.base_url}', api_key='k', max_retries=0)")
+    deadline = time.monotonic() + 60
+
+    def wait_for(condition):
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return condition()
+
+    msg_id = kc.execute("%%llm_parallel --model remote -o held\nask * 4: Hello, how are you?")
+    assert wait_for(lambda: fault_server.in_flight == 4)  # all four requests are held by the server
+    km.interrupt_kernel()
+    while True:  # to the interrupted cell's idle status
+        msg = kc.get_iopub_msg(timeout=30)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status" \
+                and msg["content"]["execution_state"] == "idle":
+            break
+    assert wait_for(lambda: fault_server.closed_early == 4), fault_server.closed_early
+    assert fault_server.in_flight == 0
+    fault_server.latency = 0
+    messages = run(kc, "print(len(held.cancelled), remote.generate('hi'))", timeout=30)
+    out = "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
+    assert out.strip() == f"4 {fault_server.reply}"
