@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import gc
-import os
 import random
 import sys
-import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from fault_server import Fault, FaultServer  # noqa: E402
+from fault_server import Fault, FaultServer, resources_left  # noqa: E402
 import readme_section  # noqa: E402  benchmarks/, next to this script
 
 from llmnb import ExtractError, ModelCallError, Models  # noqa: E402
@@ -30,15 +27,6 @@ OUT = Path(__file__).parent / "results" / "reliability.md"
 CALLS, CAP = 1000, 20
 FAULTS = [Fault.http(429, retry_after=0), Fault.http(500), Fault.http(503), Fault.drop(), Fault.malformed(),
           Fault.hang(), Fault.content('{"value": "not a number"}')]
-
-
-def counts() -> tuple[int, int, int, int]:
-    gc.collect()
-    fds = os.listdir("/proc/self/fd")
-    sockets = sum(os.readlink(f"/proc/self/fd/{fd}").startswith("socket:") for fd in fds if os.path.exists(f"/proc/self/fd/{fd}"))
-    # asyncio's default executor (name resolution) keeps up to a few idle workers: bounded, not ours
-    threads = sum(not t.name.startswith("asyncio_") for t in threading.enumerate())
-    return len(asyncio.all_tasks()), threads, len(fds), sockets
 
 
 def main() -> None:
@@ -53,20 +41,13 @@ def main() -> None:
             calls = [model.extract_async(int, f"call {i}") for i in range(CALLS)]
             return script, await asyncio.gather(*calls, return_exceptions=True)
 
-        async def settled():
-            # Closing the client closes its pool of keep-alive connections, whose number varies
-            # with timing: what is still open afterwards was left behind.
-            model.close()
-            await asyncio.sleep(0.3)
-            return counts()
-
         async def run():
             await batch()
-            before = await settled()
+            before = await resources_left(model)
             server.max_in_flight = 0
             server.bodies.clear()
             script, results = await batch()
-            return script, results, before, await settled()
+            return script, results, before, await resources_left(model)
 
         script, results, before, after = asyncio.run(run())
     tried = collections.Counter(f.kind if f.kind != "status" else f"HTTP {f.status}" for f in script if f.kind != "delay")

@@ -7,7 +7,10 @@ client closed early) plus a script of faults: each request takes the next fault,
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import os
+import threading
 from collections import deque
 from dataclasses import dataclass
 
@@ -119,3 +122,17 @@ class FaultServer(DemoServer):
     def _error(status: int, message: str):
         payload = json.dumps({"error": {"message": message, "type": "injected", "code": status}}).encode()
         return status, {"Content-Type": "application/json"}, payload
+
+
+async def resources_left(model) -> tuple[int, int, int, int]:
+    """(asyncio tasks, threads, open files, sockets) of this process once `model`'s HTTP client is
+    closed, for leak checks: closing the client closes its keep-alive pool, whose size varies with
+    timing, so what is still open afterwards was left behind."""
+    model.close()
+    await asyncio.sleep(0.3)
+    gc.collect()
+    fds = os.listdir("/proc/self/fd")
+    sockets = sum(os.readlink(f"/proc/self/fd/{fd}").startswith("socket:") for fd in fds if os.path.exists(f"/proc/self/fd/{fd}"))
+    # asyncio's default executor (name resolution) keeps up to a few idle workers: bounded, not ours
+    threads = sum(not t.name.startswith("asyncio_") for t in threading.enumerate())
+    return len(asyncio.all_tasks()), threads, len(fds), sockets

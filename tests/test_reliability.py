@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import gc
-import os
-import threading
 import time
 
 import pytest
-from fault_server import Fault
+from fault_server import Fault, resources_left
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -116,26 +113,11 @@ def test_no_leaks_after_1000_calls_with_faults(fault_server):
         fault_server.script(*(faults * 40))  # 200 faults among 1000 calls
         return await asyncio.gather(*[model.generate_async(f"c{i}") for i in range(1000)], return_exceptions=True)
 
-    def counts():
-        gc.collect()
-        fds = os.listdir("/proc/self/fd")
-        sockets = sum(os.readlink(f"/proc/self/fd/{fd}").startswith("socket:") for fd in fds if os.path.exists(f"/proc/self/fd/{fd}"))
-        # asyncio's default executor (name resolution) keeps up to a few idle workers: bounded, not ours
-        threads = sum(not t.name.startswith("asyncio_") for t in threading.enumerate())
-        return len(asyncio.all_tasks()), threads, len(fds), sockets
-
-    async def settled():
-        # closing the client closes its keep-alive pool, whose size varies with timing; what is
-        # still open afterwards was left behind
-        model.close()
-        await asyncio.sleep(0.3)
-        return counts()
-
     async def main():
         await batch()  # the first batch makes the client, its threads and the like once
-        before = await settled()
+        before = await resources_left(model)
         results = await batch()
-        return before, await settled(), results
+        return before, await resources_left(model), results
 
     before, after, results = asyncio.run(main())
     assert len(results) == 1000 and all(isinstance(r, (str, ModelCallError)) for r in results)
