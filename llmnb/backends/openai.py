@@ -89,7 +89,9 @@ def close_clients(clients: PerLoop) -> None:
     for loop, client in clients.drain():
         if not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: its sockets went with it
-                loop.call_soon_threadsafe(loop.create_task, client.close())
+                # The coroutine is made on the loop, so a loop that stops before running this
+                # leaves no never-awaited coroutine behind (a RuntimeWarning at exit).
+                loop.call_soon_threadsafe(lambda loop=loop, client=client: loop.create_task(client.close()))
 
 
 class OpenAIBackend(Backend):
