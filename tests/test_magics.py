@@ -204,34 +204,40 @@ def test_a_model_variable_serves_as_model(ip):
         assert server.requests == 3 and set(ip.user_ns["viaserver"].values()) == {server.reply}
 
 
-def test_magic_output_never_shows_the_key(ip, capsys, fault_server):
+KEY = "sk-test-magic-SECRET-7777"
+
+
+@pytest.fixture
+def remote(ip, fault_server):
+    """`remote` in the shell's namespace: a model on this test's fault server, no retries."""
+    from llmnb import Models
+
+    model = ip.user_ns["remote"] = Models.create("openai:test", base_url=fault_server.base_url, api_key=KEY, max_retries=0)
+    yield model
+    model.close()
+
+
+def test_magic_output_never_shows_the_key(ip, capsys, fault_server, remote):
     """A server that echoes the key in its error: the printed results, the stored results and the
     timeline still never hold it."""
     from fault_server import Fault
 
-    from llmnb import Models
-
-    key = "sk-test-magic-SECRET-7777"
-    ip.user_ns["remote"] = Models.create("openai:test", base_url=fault_server.base_url, api_key=key, max_retries=0)
     fault_server.script(Fault.echo_key())
     res = ip.run_cell_magic("llm_parallel", "--model remote -o leaky", "a: hi\nb: hello")
     out = capsys.readouterr()
     texts = [out.out, out.err, repr(res), str(res), str(res.errors), res.timeline.to_text(), res.timeline.to_svg()]
     assert len(res.errors) == 1 and "Incorrect API key provided" in str(res.errors)
-    assert not [t for t in texts if key in t]
+    assert not [t for t in texts if KEY in t]
 
 
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(line=st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="{}$"), max_size=60))
-def test_odd_option_strings_give_one_line_or_run(ip, fault_server, line):
+def test_odd_option_strings_give_one_line_or_run(ip, fault_server, remote, line):
     """Any option string: a one-line UsageError, or a run that keeps its results. ({ } and $ are
     left out: IPython itself expands them in magic lines, as the user's own code.)"""
     from IPython.core.error import UsageError
 
-    from llmnb import Models
-
-    ip.user_ns["remote"] = Models.create("openai:test", base_url=fault_server.base_url, api_key="k")
     result = ip.run_cell(f"%%llm_parallel {line} --model remote -q\na: hi\n", store_history=False)
     if result.error_in_exec is not None:
         assert isinstance(result.error_in_exec, UsageError), repr(result.error_in_exec)
@@ -240,10 +246,7 @@ def test_odd_option_strings_give_one_line_or_run(ip, fault_server, line):
         assert result.result["a"] == fault_server.reply
 
 
-def test_a_very_long_prompt_runs(ip, fault_server):
-    from llmnb import Models
-
-    ip.user_ns["remote"] = Models.create("openai:test", base_url=fault_server.base_url, api_key="k")
+def test_a_very_long_prompt_runs(ip, fault_server, remote):
     res = ip.run_cell_magic("llm_parallel", "--model remote -q", "long: " + "word {{x}} " * 3000)
     assert res["long"] == fault_server.reply
     assert "word {x} word" in fault_server.bodies[-1]["messages"][-1]["content"]
