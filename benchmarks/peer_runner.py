@@ -1,10 +1,13 @@
 """One library making N concurrent chat calls to a server; prints JSON figures. Run by bench_peers.py,
-each library in its own venv: `PYTHON peer_runner.py LIB N BASE_URL`."""
+each library in its own venv: `PYTHON peer_runner.py LIB N BASE_URL [--profile]`."""
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import json
+import os
+import pstats
 import resource
 import sys
 import time
@@ -63,18 +66,28 @@ RUNNERS = {"raw": raw, "llmnb": llmnb_, "llmnb+timeline": lambda n, u: llmnb_(n,
            "langchain": langchain, "sibila": sibila}
 
 
-async def main(lib: str, n: int, url: str) -> dict:
+async def main(lib: str, n: int, url: str, profile: bool = False) -> dict:
     run = await RUNNERS[lib](n, url)
     await run(min(n, 10))  # warm up: imports, connections
+    profiler = cProfile.Profile() if profile else None
     before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
+    if profiler:
+        profiler.enable()
     answers = await run(n)
+    if profiler:
+        profiler.disable()
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_SELF)
     assert len(answers) == n
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"lib": lib, "n": n, "wall": wall, "cpu": cpu, "rss_mb": after.ru_maxrss / 1024}
+    figures = {"lib": lib, "n": n, "wall": wall, "cpu": cpu, "rss_mb": after.ru_maxrss / 1024}
+    if profiler:  # where the client's time goes: llmnb's own code against everything under it
+        stats = pstats.Stats(profiler).stats
+        figures["profiled_s"] = sum(v[2] for v in stats.values())
+        figures["in_llmnb_s"] = sum(v[2] for (path, _, _), v in stats.items() if f"{os.sep}llmnb{os.sep}" in path)
+    return figures
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))))
+    print(json.dumps(asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3], "--profile" in sys.argv[4:]))))
