@@ -26,7 +26,6 @@ import readme_section  # benchmarks/, next to this script
 
 HERE = Path(__file__).resolve().parent
 ENVS = HERE / "envs"
-OUT = HERE / "results" / "peers.md"
 PYTHONS = {"raw": sys.executable, "llmnb": sys.executable, "llmnb+timeline": sys.executable,
            "langchain": str(ENVS / "langchain" / "bin" / "python"), "sibila": str(ENVS / "sibila" / "bin" / "python")}
 SIZES = (10, 100, 1000)
@@ -170,14 +169,11 @@ def main() -> None:
         f"The LangChain guide's ten calls through llmnb on the same server: serial {serial:.2f} s, concurrent "
         f"{concurrent:.2f} s, {serial / concurrent:.1f}x (the guide: 5.77 s against 1.39 s, 4.2x, on OpenAI).", "",
         "Under cProfile (which slows everything, so only the shares count), N=100: llmnb's own code takes "
-        + ", ".join(f"{p['in_llmnb_s'] / 100 * 1e6:.0f} us per call ({p['in_llmnb_s'] / p['profiled_s']:.1%} of the client's time)"
+        + ", ".join(f"{p['in_llmnb_s'] / p['n'] * 1e6:.0f} us per call ({p['in_llmnb_s'] / p['profiled_s']:.1%} of the client's time)"
                     f" {'with' if 'timeline' in lib else 'without'} the timeline" for lib, p in profiled.items())
         + "; the rest is the openai SDK, httpx and asyncio, as for the raw client.", "",
         *import_lines, ""])
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(report)
-    readme_section.write('peers', report)
-    print(report)
+    readme_section.publish("peers", report)
 
 
 if __name__ == "__main__":

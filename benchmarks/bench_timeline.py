@@ -21,7 +21,6 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import readme_section  # benchmarks/, next to this script
 
@@ -31,7 +30,6 @@ from llmnb.events import CallEvent
 from llmnb.timeline import render
 from llmnb.timeline.recorder import Recorder
 
-OUT = Path(__file__).parent / "results" / "timeline.md"
 
 
 def rows(n: int):
@@ -98,10 +96,7 @@ def main() -> None:
         lines.append(f"| {n} | {walls['off']:.3f} | {walls['recorded'] / walls['off']:.3f} | {walls['drawn'] / walls['off']:.3f} |")
     machine = f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {sys.version.split()[0]}"
     report = "\n".join([f"Timeline cost, `python benchmarks/bench_timeline.py` ({machine})", "", *lines, ""])
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(report)
-    readme_section.write('timeline', report)
-    print(report)
+    readme_section.publish("timeline", report)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ each library in its own venv: `PYTHON peer_runner.py LIB N BASE_URL [--profile]`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import cProfile
 import json
 import os
@@ -72,11 +73,8 @@ async def main(lib: str, n: int, url: str, profile: bool = False) -> dict:
     profiler = cProfile.Profile() if profile else None
     before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
-    if profiler:
-        profiler.enable()
-    answers = await run(n)
-    if profiler:
-        profiler.disable()
+    with profiler or contextlib.nullcontext():
+        answers = await run(n)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_SELF)
     assert len(answers) == n

@@ -1,11 +1,21 @@
-"""Writes a benchmark's report into README.md between its markers, so the README always shows
-what the script measured last (`<!-- NAME:begin -->` ... `<!-- NAME:end -->`)."""
+"""Publishes a benchmark's report: benchmarks/results/NAME.md, and README.md between its markers
+(`<!-- NAME:begin -->` ... `<!-- NAME:end -->`), so the README always shows what the script
+measured last."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+RESULTS = Path(__file__).resolve().parent / "results"
+README = RESULTS.parent.parent / "README.md"
+
+
+def publish(name: str, report: str) -> None:
+    """Write `report` to results/NAME.md and into the README's NAME section, and print it."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.md").write_text(report)
+    write(name, report)
+    print(report)
 
 
 def write(name: str, report: str, readme: Path = README) -> None:

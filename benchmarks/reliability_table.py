@@ -23,7 +23,6 @@ import readme_section  # noqa: E402  benchmarks/, next to this script
 
 from llmnb import ExtractError, ModelCallError, Models  # noqa: E402
 
-OUT = Path(__file__).parent / "results" / "reliability.md"
 CALLS, CAP = 1000, 20
 FAULTS = [Fault.http(429, retry_after=0), Fault.http(500), Fault.http(503), Fault.drop(), Fault.malformed(),
           Fault.hang(), Fault.content('{"value": "not a number"}')]
@@ -64,10 +63,7 @@ def main() -> None:
         f"| results lost (neither a value nor an llmnb error) | {lost} |",
         f"| leaks (tasks, threads, files, sockets after - before) | {leaks} ({before} -> {after}) |",
         f"| largest concurrency the server saw (cap {CAP}) | {server.max_in_flight} |", ""]
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text("\n".join(lines))
-    readme_section.write("reliability", "\n".join(lines))
-    print("\n".join(lines))
+    readme_section.publish("reliability", "\n".join(lines))
 
 
 if __name__ == "__main__":
