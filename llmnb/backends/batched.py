@@ -30,10 +30,9 @@ from ..errors import ConfigError, ModelCallError
 from .base import Backend, Completion, PerLoop, Request
 from .batched_llama import LlamaContext, SequenceSampler
 from .grammar import schema_to_gbnf
-from .llamacpp import LlamaCppBackend, import_llama_cpp, reusable
+from .llamacpp import LOCAL_DEFAULTS, REPEAT_PENALTY, import_llama_cpp, reusable
 
 MAX_PARALLEL = 64
-DEFAULTS = LlamaCppBackend.DEFAULTS  # the same sampling settings as the sequential path
 
 
 @dataclass
@@ -156,16 +155,15 @@ class Engine:
                 f"(at most {self.lc.n_ctx_train}, the model's training context)"
             )
         gbnf = schema_to_gbnf(request.schema) if request.schema is not None else None
-        temperature = DEFAULTS["temperature"] if request.temperature is None else request.temperature
-        sampler = SequenceSampler(self.lc, temperature=temperature, repeat_penalty=DEFAULTS["repeat_penalty"],
-                                  seed=request.seed, gbnf=gbnf)
+        sampler = SequenceSampler(self.lc, temperature=request.gen.temperature, repeat_penalty=REPEAT_PENALTY,
+                                  seed=request.gen.seed, gbnf=gbnf)
         slot = max(free, key=lambda s: _common_prefix(s.cached, prompt))
         keep = min(_common_prefix(slot.cached, prompt), reusable(len(prompt)))  # see FRESH_TAIL
         self.lc.forget(slot.seq, keep)
         slot.cached = prompt[:keep]
         slot.pending = prompt[keep:]
         slot.job, slot.sampler, slot.n_prompt, slot.out = job, sampler, len(prompt), []
-        slot.max_tokens = request.max_tokens or DEFAULTS["max_tokens"]
+        slot.max_tokens = request.gen.max_tokens
 
     def _step(self) -> None:
         """One llama_decode for every running sequence, then one sampled token for each that got logits."""
@@ -269,6 +267,8 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 
 class BatchedBackend(Backend):
+    defaults = LOCAL_DEFAULTS
+
     def __init__(self, path: Path, *, name: str, parallel: int, n_ctx: int = 2048, n_threads: int | None = None,
                  timeout: float = 300.0):
         if isinstance(parallel, bool) or not isinstance(parallel, int) or not 1 <= parallel <= MAX_PARALLEL:

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import ConfigError, ModelCallError
-from .base import Backend, Completion, PerLoop, Request
+from .base import Backend, Completion, Generation, PerLoop, Request
 from .grammar import schema_to_gbnf
 
 INSTALL_HINT = "install it with: pip install llama-cpp-python"
@@ -44,10 +44,14 @@ def reusable(prompt_tokens: int) -> int:
     return max(0, prompt_tokens - FRESH_TAIL)
 
 
+# Sampling defaults for small local models: some variety, and a repeat penalty because
+# SmolLM2-135M otherwise repeats one name twenty times.
+LOCAL_DEFAULTS = Generation(max_tokens=512, temperature=0.7)
+REPEAT_PENALTY = 1.1
+
+
 class LlamaCppBackend(Backend):
-    # Sampling defaults for small local models: some variety, and a repeat penalty because
-    # SmolLM2-135M otherwise repeats one name twenty times.
-    DEFAULTS = {"temperature": 0.7, "max_tokens": 512, "repeat_penalty": 1.1}
+    defaults = LOCAL_DEFAULTS
 
     def __init__(self, path: Path, *, name: str, n_ctx: int = 2048, n_threads: int = 1, timeout: float = 300.0):
         llama_cpp = import_llama_cpp()
@@ -111,14 +115,14 @@ class LlamaCppBackend(Backend):
 
         kwargs = {
             "messages": list(request.messages),
-            "max_tokens": request.max_tokens or self.DEFAULTS["max_tokens"],
-            "temperature": self.DEFAULTS["temperature"] if request.temperature is None else request.temperature,
-            "repeat_penalty": self.DEFAULTS["repeat_penalty"],
+            "max_tokens": request.gen.max_tokens,
+            "temperature": request.gen.temperature,
+            "repeat_penalty": REPEAT_PENALTY,
             "logits_processor": self._llama_cpp.LogitsProcessorList([count]),
             "stream": True,  # streamed so a cancelled call stops at the next token
         }
-        if request.seed is not None:
-            kwargs["seed"] = request.seed
+        if request.gen.seed is not None:
+            kwargs["seed"] = request.gen.seed
         if request.schema is not None:
             kwargs["grammar"] = self.grammar(request.schema)
         self.llama.n_tokens = min(self.llama.n_tokens, reusable(self._prompt_tokens))

@@ -35,9 +35,7 @@ def build_request(model: str, request: Request, schema_mode: str) -> dict[str, A
     knows the shape) and in `response_format` (which llama.cpp's server uses as a grammar).
     """
     kwargs: dict[str, Any] = {"model": model, "messages": list(request.messages)}
-    for key in ("max_tokens", "temperature", "seed"):
-        if getattr(request, key) is not None:
-            kwargs[key] = getattr(request, key)
+    kwargs.update({k: v for k, v in vars(request.gen).items() if v is not None})
     if request.schema is not None:
         if schema_mode == "json_schema":
             kwargs["response_format"] = {
