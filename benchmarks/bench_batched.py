@@ -254,10 +254,10 @@ def throughput_report(rounds: int, no_sibila: bool) -> str:
         print("(no sibila column: run bash benchmarks/setup_sibila_env.sh first)")
     totals = throughput(rounds, with_sibila)
     base = totals["llmnb parallel=1"][0] / totals["llmnb parallel=1"][1]
-    lines = [f"8 concurrent extract tasks x {rounds} rounds (SmolLM2-135M Q4_1, {THREADS} threads), "
+    title = (f"8 concurrent extract tasks x {rounds} rounds (SmolLM2-135M Q4_1, {THREADS} threads), "
              f"`python benchmarks/bench_batched.py --part throughput --rounds {rounds} --threads {THREADS}` "
-             f"({machine()})", "",
-             "| | generated tokens | seconds | tokens/s | vs llmnb parallel=1 |", "|---|---|---|---|---|"]
+             f"({machine()})")
+    lines = [title, "", "| | generated tokens | seconds | tokens/s | vs llmnb parallel=1 |", "|---|---|---|---|---|"]
     for name, (tokens, seconds) in totals.items():
         lines.append(f"| {name} | {tokens} | {seconds:.1f} | {tokens / seconds:.1f} | {tokens / seconds / base:.2f}x |")
     if with_sibila:
@@ -268,8 +268,9 @@ def throughput_report(rounds: int, no_sibila: bool) -> str:
 
 
 def overhead_report(reps: int) -> str:
-    lines = [f"One sequence, ms per generated token, best / median of {reps} alternating runs, "
-             f"`python benchmarks/bench_batched.py --part overhead --threads {THREADS}` ({machine()})", "",
+    title = (f"One sequence, ms per generated token, best / median of {reps} alternating runs, "
+             f"`python benchmarks/bench_batched.py --part overhead --threads {THREADS}` ({machine()})")
+    lines = [title, "",
              "| | llama-cpp-python create_chat_completion | llmnb parallel=8 engine | overhead (best) | (median) |",
              "|---|---|---|---|---|"]
     for case, (theirs, ours) in overhead(reps).items():
@@ -281,9 +282,10 @@ def overhead_report(reps: int) -> str:
 
 def memory_report() -> str:
     mem = memory([1, 4, 8, 16])  # "import": python + llmnb, no model
+    title = ("Peak resident memory (VmHWM, MiB) of a process running N extract tasks, n_ctx=2048 per task, "
+             f"`python benchmarks/bench_batched.py --part memory --threads {THREADS}` ({machine()})")
     return "\n".join([
-        "Peak resident memory (VmHWM, MiB) of a process running N extract tasks, n_ctx=2048 per task, "
-        f"`python benchmarks/bench_batched.py --part memory --threads {THREADS}` ({machine()})", "",
+        title, "",
         "| N | " + " | ".join(str(n) for n in mem) + " |", "|---|" + "---|" * len(mem),
         "| MiB | " + " | ".join(f"{m:.0f}" for m in mem.values()) + " |"])
 
