@@ -55,5 +55,5 @@ def test_saving_in_jupyterlab_updates_the_source(tmp_path):
     manager.save(opened, f"{name}.ipynb")
     after = (tmp_path / f"{name}.py").read_text(encoding="utf-8")
     assert after == before.replace("Generate 20 English", "Generate 12 English")
-    tags = [[c.metadata.get("tags") for c in jupytext.read(folder / f"{name}.py").cells] for folder in (tmp_path, NOTEBOOKS)]
-    assert tags[0] == tags[1]
+    saved, source = (jupytext.read(folder / f"{name}.py").cells for folder in (tmp_path, NOTEBOOKS))
+    assert [c.metadata.get("tags") for c in saved] == [c.metadata.get("tags") for c in source]
