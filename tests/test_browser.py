@@ -261,6 +261,7 @@ def test_playground_controls_and_two_runs(lab, page):
     set_slider(page, "max_concurrency", "End")  # 40: all six at once
     second, _ = playground_run(page, 6, tasks=6)
     shot(page, "playground.png", page.locator(LIVE_SVG, has_text="run 6:"))
+    page.locator(LIVE_SVG, has_text="run 5:").screenshot(path=str(ARTIFACTS / "playground-previous-run.png"))
     assert wall(second) < wall(first) / 3, (first, second)  # six rounds of the latency, then one
     kept = page.locator(LIVE_SVG, has_text="run 5:")
     assert kept.count() == 1 and check_final_picture(kept, tasks=6, statuses={"done"}) == first
