@@ -37,7 +37,7 @@ def side_by_side(*timelines):
 WIDE = {"style": {"description_width": "170px"}, "layout": {"width": "560px"}}
 controls = {
     "model": widgets.ToggleButtons(options=[("remote stand-in", "remote"), ("embedded SmolLM2", "embedded")],
-                                   description="model", style={**WIDE["style"], "button_width": "150px"}),
+                                   description="model", style={**WIDE["style"], "button_width": "170px"}),
     "tasks": widgets.IntSlider(8, min=1, max=40, description="tasks", **WIDE),
     "latency": widgets.FloatSlider(0.5, min=0.0, max=2.0, step=0.1, description="server latency (s)", **WIDE),
     "per_token": widgets.FloatSlider(0.0, min=0.0, max=0.1, step=0.01, description="time per token (s)", **WIDE),
