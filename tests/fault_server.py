@@ -142,9 +142,9 @@ class FaultServer(DemoServer):
     def script_stream(self, *faults: StreamFault) -> None:
         self.stream_faults.extend(faults)
 
-    async def send_stream(self, writer, answer, hangup) -> bool:
+    async def send_stream(self, reader, writer, answer) -> bool:
         answer.fault = self.stream_faults.popleft() if self.stream_faults else None
-        return await super().send_stream(writer, answer, hangup)
+        return await super().send_stream(reader, writer, answer)
 
     async def send_event(self, writer, answer, index, event, hangup) -> bool:
         fault = answer.fault
