@@ -52,10 +52,9 @@ def test_a_stream_dropped_midway_keeps_its_text_and_is_not_sent_again(fault_serv
     pieces = []
 
     async def main():
-        with Timeline(display=False) as tl:
-            with pytest.raises(ModelCallError) as info:
-                async for piece in model.stream_async("Hello"):
-                    pieces.append(piece)
+        with Timeline(display=False) as tl, pytest.raises(ModelCallError) as info:
+            async for piece in model.stream_async("Hello"):
+                pieces.append(piece)
         return info.value, tl
 
     error, tl = asyncio.run(main())
