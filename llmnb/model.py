@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import inspect
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar, get_args
 
 from . import sync
-from .backends.base import Backend, Completion, Delta, Generation, Request, join
+from .backends.base import Backend, Completion, Delta, Generation, Request
 from .errors import ExtractError
 from .events import Call, excerpt
 from .structured import Target, labels_type, target_for
@@ -112,7 +111,8 @@ class Model:
         try:
             async with contextlib.aclosing(self.backend.run_stream(Request(messages, gen), call)) as deltas:
                 async for delta in deltas:
-                    counts = join([counts, dataclasses.replace(delta, text="")])  # the counts so far
+                    if delta.tokens_in is not None or delta.tokens_out is not None:
+                        counts = delta  # backends send the counts once, at the end
                     if delta.text:
                         yield delta.text
         except (asyncio.CancelledError, GeneratorExit):
