@@ -140,8 +140,9 @@ def report(result: dict) -> str:
         raw_wall = statistics.median(w for w, _ in runs[base])
         raw_cpu = statistics.median(c for _, c in runs[base])
         lines.append(f"| {name} | {wall:.3f} | {cpu:.3f} | {wall / raw_wall:.3f} | {cpu / raw_cpu:.3f} |")
-    lines += ["", f"| time to first token (server's scripted delay {LATENCY * 1000:.0f} ms) | llmnb records, median (ms) "
-              "| its error (ms) | max (ms) | the raw client sees, median (ms) |", "|---|---:|---:|---:|---:|"]
+    header = (f"| time to first token (server's scripted delay {LATENCY * 1000:.0f} ms) | llmnb records, median (ms) "
+              "| its error (ms) | max (ms) | the raw client sees, median (ms) |")
+    lines += ["", header, "|---|---:|---:|---:|---:|"]
     for case, (ours, raw) in result["ttft"].items():
         median = statistics.median(ours) * 1000
         lines.append(f"| {case} | {median:.1f} | {median - LATENCY * 1000:+.1f} | {max(ours) * 1000:.1f} "
