@@ -93,7 +93,8 @@ class Models:
         - "llamacpp:smollm2" (the default, embedded, offline) or "llamacpp:PATH.gguf";
           options n_ctx=, n_threads=, parallel=, timeout=.
         - "openai:MODEL" with OPENAI_API_KEY or api_key=; base_url= for any OpenAI-compatible
-          server; options max_concurrency=, timeout=, max_retries=.
+          server; options max_concurrency= (16), max_retries= (3), timeout= (60 s: the longest
+          wait for a whole answer; when streamed, for the first piece and then for each next one).
         - For all: generation defaults temperature=, max_tokens=, seed=.
         """
         if not isinstance(name, str):
