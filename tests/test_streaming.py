@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import threading
 import time
 
 import pytest
 from fault_server import Fault, StreamFault, resources_left
 
-from llmnb import ConfigError, ExtractError, ModelCallError, Models, Thread, Timeline, listen
+from llmnb import ConfigError, ExtractError, ModelCallError, Models, Thread, Timeline, listen, sync
 from llmnb.demo_server import tokens
 
 KEY = "sk-test-SECRET-do-not-leak-4242"
@@ -218,3 +221,19 @@ def test_an_answer_cut_off_at_max_tokens_says_so(fault_server):
         model.extract(list[str], "Name three colours.", max_tokens=2)
     assert info.value.raw and "EOF" not in str(info.value)
     assert model.extract(list[str], "Name three colours.", max_tokens=50) == [fault_server.reply]
+
+
+def test_ctrl_c_while_a_sync_stream_waits_ends_the_call(fault_server, sigint_raises):
+    fault_server.per_token = 0.5
+    model = remote(fault_server)
+    events, pieces = [], []
+    threading.Timer(0.6, lambda: os.kill(os.getpid(), signal.SIGINT)).start()  # the stop button
+    with listen(events.append), pytest.raises(KeyboardInterrupt):
+        for piece in model.stream("Hello"):
+            pieces.append(piece)
+    assert 1 <= len(pieces) < len(tokens(fault_server.reply)) and events[-1].kind == "cancelled"
+    for _ in range(50):
+        if fault_server.closed_early:
+            break
+        time.sleep(0.05)
+    assert fault_server.closed_early == 1 and sync.private_loop_tasks() == 0

@@ -268,7 +268,11 @@ class OpenAIBackend(Backend):
         try:
             chunks, first = await self._negotiated("stream_usage", (True, False), USAGE_WORDS, send)
         except Failed as e:
-            raise self._call_error(e) from None
+            failed = e
+        else:
+            failed = None
+        if failed is not None:
+            raise self._call_error(failed)  # outside the handler: the only chained error is the SDK's
         received: list[str] = []
         try:
             async for delta in self._pieces(chunks, first):
