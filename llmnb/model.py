@@ -7,11 +7,12 @@ import asyncio
 import contextlib
 import functools
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar, get_args
 
 from . import sync
-from .backends.base import Backend, Completion, Delta, Generation, Request
+from .backends.base import Backend, Completion, Generation, Request
 from .errors import ExtractError
 from .events import Call, excerpt
 from .structured import Target, labels_type, target_for
@@ -107,21 +108,13 @@ class Model:
         model's `timeout=` bounds the wait for the first piece and each wait for the next.
         """
         messages, gen, call = self._prepare("stream", prompt, inst, Generation(max_tokens, temperature, seed))
-        counts = Delta()
-        try:
+        with reported(call, Tally()) as tally:
             async with contextlib.aclosing(self.backend.run_stream(Request(messages, gen), call)) as deltas:
                 async for delta in deltas:
                     if delta.tokens_in is not None or delta.tokens_out is not None:
-                        counts = delta  # backends send the counts once, at the end
+                        tally.tokens_in, tally.tokens_out = delta.tokens_in, delta.tokens_out  # sent once, at the end
                     if delta.text:
                         yield delta.text
-        except (asyncio.CancelledError, GeneratorExit):
-            call.emit("cancelled", tokens_in=counts.tokens_in, tokens_out=counts.tokens_out)
-            raise
-        except Exception as e:
-            call.emit("failed", tokens_in=counts.tokens_in, tokens_out=counts.tokens_out, error=f"{type(e).__name__}: {e}")
-            raise
-        call.emit("finished", tokens_in=counts.tokens_in, tokens_out=counts.tokens_out)
 
     generate = sync_twin(generate_async)
     extract = sync_twin(extract_async)
@@ -139,32 +132,44 @@ class Model:
     async def _run(self, method: str, prompt: Prompt, target: Target | None, inst: str | None,
                    gen: Generation, retries: int = 0) -> Any:
         messages, gen, call = self._prepare(method, prompt, inst, gen)
-        tokens_in = tokens_out = 0
-        try:
+        with reported(call, Tally(0, 0)) as tally:
             for attempt in range(retries + 1):
                 request = Request(messages, gen, schema=target and target.schema)
                 completion = await self.backend.run(request, call)
-                tokens_in += completion.tokens_in or 0
-                tokens_out += completion.tokens_out or 0
+                tally.tokens_in += completion.tokens_in or 0
+                tally.tokens_out += completion.tokens_out or 0
                 if target is None:
-                    result = completion.text
-                    break
+                    return completion.text
                 try:
-                    result = parse(target, completion, gen)
-                    break
+                    return parse(target, completion, gen)
                 except ExtractError as e:
                     if attempt == retries:
                         raise
                     messages += ({"role": "assistant", "content": completion.text},
                                  {"role": "user", "content": REASK.format(error=e)})
-        except asyncio.CancelledError:
-            call.emit("cancelled", tokens_in=tokens_in, tokens_out=tokens_out)
-            raise
-        except Exception as e:
-            call.emit("failed", tokens_in=tokens_in, tokens_out=tokens_out, error=f"{type(e).__name__}: {e}")
-            raise
-        call.emit("finished", tokens_in=tokens_in, tokens_out=tokens_out)
-        return result
+
+
+@dataclass
+class Tally:
+    """A call's token counts so far (None: not known)."""
+
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+
+
+@contextlib.contextmanager
+def reported(call: Call, tally: Tally) -> Iterator[Tally]:
+    """Report how the call inside ends: finished, failed (with a short error) or cancelled (also
+    when a stream is closed before its end), with the token counts of `tally`."""
+    try:
+        yield tally
+    except (asyncio.CancelledError, GeneratorExit):
+        call.emit("cancelled", **vars(tally))
+        raise
+    except Exception as e:
+        call.emit("failed", **vars(tally), error=f"{type(e).__name__}: {e}")
+        raise
+    call.emit("finished", **vars(tally))
 
 
 def parse(target: Target, completion: Completion, gen: Generation) -> Any:
