@@ -82,7 +82,7 @@ class Model:
         the raw text. `retries=N` asks the model again up to N times, telling it what was wrong.
         """
         gen = Generation(max_tokens, temperature, seed)
-        return await self._run("extract", prompt, target_for(target), inst or EXTRACT_INST, gen, retries)
+        return await self._run("extract", prompt, target_for(target), inst, gen, retries, guide=EXTRACT_INST)
 
     async def classify_async(self, labels: Any, prompt: Prompt, *, inst: str | None = None, retries: int = 0,
                              max_tokens: int | None = None, temperature: float | None = None, seed: int | None = None) -> Any:
@@ -93,9 +93,9 @@ class Model:
         """
         label_type = labels_type(labels)
         names = [m.value for m in label_type] if isinstance(label_type, type) else get_args(label_type)
-        inst = inst or CLASSIFY_INST.format(labels=", ".join(f'"{n}"' for n in names))
+        guide = CLASSIFY_INST.format(labels=", ".join(f'"{n}"' for n in names))
         gen = Generation(max_tokens, temperature, seed).over(self.defaults).over(Generation(temperature=0))
-        return await self._run("classify", prompt, target_for(label_type), inst, gen, retries)
+        return await self._run("classify", prompt, target_for(label_type), inst, gen, retries, guide=guide)
 
     async def stream_async(self, prompt: Prompt, *, inst: str | None = None, max_tokens: int | None = None,
                            temperature: float | None = None, seed: int | None = None) -> AsyncIterator[str]:
@@ -124,14 +124,15 @@ class Model:
     def __call__(self, prompt: Prompt, **kwargs) -> str:
         return self.generate(prompt, **kwargs)
 
-    def _prepare(self, method: str, prompt: Prompt, inst: str | None, gen: Generation) -> tuple[tuple[dict, ...], Generation, Call]:
+    def _prepare(self, method: str, prompt: Prompt, inst: str | None, gen: Generation,
+                 guide: str | None = None) -> tuple[tuple[dict, ...], Generation, Call]:
         """The messages to send, the settings laid over the defaults, and the call's reporter."""
-        messages = messages_for(prompt, inst)
+        messages = messages_for(prompt, inst, guide)
         return messages, gen.over(self.defaults).over(self.backend.defaults), Call(method, excerpt(label_of(messages)), self.name)
 
     async def _run(self, method: str, prompt: Prompt, target: Target | None, inst: str | None,
-                   gen: Generation, retries: int = 0) -> Any:
-        messages, gen, call = self._prepare(method, prompt, inst, gen)
+                   gen: Generation, retries: int = 0, guide: str | None = None) -> Any:
+        messages, gen, call = self._prepare(method, prompt, inst, gen, guide)
         with reported(call, Tally(0, 0)) as tally:
             for attempt in range(retries + 1):
                 request = Request(messages, gen, schema=target and target.schema)

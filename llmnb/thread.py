@@ -47,9 +47,11 @@ class Thread:
         return self
 
 
-def messages_for(prompt: Any, inst: str | None) -> tuple[dict, ...]:
+def messages_for(prompt: Any, inst: str | None, guide: str | None = None) -> tuple[dict, ...]:
     """The messages to send for `prompt` (a str, a list of message dicts or a Thread), with `inst`
-    as the system message. Bad input raises a short error that says what to give instead."""
+    as the system message. Without `inst`, `guide` (llmnb's own instruction, e.g. to answer in
+    JSON) joins the prompt's system message, or becomes one. Bad input raises a short error that
+    says what to give instead."""
     if isinstance(prompt, str):
         messages = [{"role": "user", "content": prompt}]
     elif isinstance(prompt, Thread):
@@ -61,10 +63,14 @@ def messages_for(prompt: Any, inst: str | None) -> tuple[dict, ...]:
                         f"not {type(prompt).__name__}")
     if not messages:
         raise ConfigError(f"the prompt has no messages; give at least one, e.g. [{MESSAGE_SHAPE}]")
-    if inst is not None:
-        if any(m["role"] == "system" for m in messages):
-            raise ConfigError("the prompt already has a system message; drop inst= or that message")
-        messages.insert(0, {"role": "system", "content": inst})
+    has_system = any(m["role"] == "system" for m in messages)
+    if inst is not None and has_system:
+        raise ConfigError("the prompt already has a system message; drop inst= or that message")
+    if inst is not None or (guide is not None and not has_system):
+        messages.insert(0, {"role": "system", "content": inst if inst is not None else guide})
+    elif guide is not None:
+        first = next(i for i, m in enumerate(messages) if m["role"] == "system")
+        messages[first] = {**messages[first], "content": f"{messages[first]['content']}\n{guide}"}
     return tuple(messages)
 
 

@@ -237,3 +237,10 @@ def test_ctrl_c_while_a_sync_stream_waits_ends_the_call(fault_server, sigint_rai
             break
         time.sleep(0.05)
     assert fault_server.closed_early == 1 and sync.private_loop_tasks() == 0
+
+
+def test_a_thread_with_its_own_system_message_still_gets_the_json_instruction(fault_server):
+    model = remote(fault_server)
+    assert model.extract(list[str], Thread("You know colours.").user("Name one colour.")) == [fault_server.reply]
+    system = fault_server.bodies[-1]["messages"][0]
+    assert system["role"] == "system" and system["content"].startswith("You know colours.\nReply with JSON only")
