@@ -128,7 +128,8 @@ class DemoServer:
         payload = json.dumps({
             "id": f"demo-{self.requests}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "demo"),
-            "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": "".join(pieces)}}],
+            "choices": [{"index": 0, "finish_reason": finish,
+                         "message": {"role": "assistant", "content": "".join(pieces)}}],
             "usage": {"prompt_tokens": 10, "completion_tokens": len(pieces), "total_tokens": 10 + len(pieces)},
         }).encode()
         return 200, {"Content-Type": "application/json"}, payload
@@ -243,7 +244,8 @@ class DemoServer:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m llmnb.demo_server", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--latency", type=float, default=0.5, help="seconds before each answer (its first token when streamed)")
+    parser.add_argument("--latency", type=float, default=0.5,
+                        help="seconds before each answer (its first token when streamed)")
     parser.add_argument("--per-token", type=float, default=0.0, help="extra seconds per output token")
     args = parser.parse_args()
     server = DemoServer(args.latency, args.per_token, args.port).start()

@@ -41,17 +41,18 @@ def sync_twin(async_method):
         return bridge(async_method(self, *args, **kwargs))
 
     method.__name__ = method.__qualname__ = async_method.__name__.removesuffix("_async")
-    method.__doc__ = f"Blocking twin of `{async_method.__name__}` (works in scripts and in notebook cells).\n\n{async_method.__doc__}"
+    method.__doc__ = (f"Blocking twin of `{async_method.__name__}` (works in scripts and in notebook cells).\n\n"
+                      f"{async_method.__doc__}")
     return method
 
 
 class Model:
     """A chat model. Make one with `Models.create(...)`."""
 
-    def __init__(self, backend: Backend, *, defaults: Generation = Generation()):
+    def __init__(self, backend: Backend, *, defaults: Generation | None = None):
         self.backend = backend
         self.name = backend.name
-        self.defaults = defaults  # Models.create(temperature=..., ...): under each call's own settings
+        self.defaults = defaults or Generation()  # Models.create(temperature=...): under each call's own settings
 
     def __repr__(self) -> str:
         return f"<llmnb.Model {self.name}>"
@@ -73,8 +74,9 @@ class Model:
         an `llmnb.Thread`. `inst` is a system instruction."""
         return await self._run("generate", prompt, None, inst, Generation(max_tokens, temperature, seed))
 
-    async def extract_async(self, target: type[T] | Any, prompt: Prompt, *, inst: str | None = None, retries: int = 0,
-                            max_tokens: int | None = None, temperature: float | None = None, seed: int | None = None) -> T:
+    async def extract_async(self, target: type[T] | Any, prompt: Prompt, *, inst: str | None = None,
+                            retries: int = 0, max_tokens: int | None = None, temperature: float | None = None,
+                            seed: int | None = None) -> T:
         """A value of type `target` (str, int, list[str], a dataclass, a pydantic model, ...) from `prompt`.
 
         The output is constrained to the type's JSON schema where the model allows and always
@@ -84,8 +86,9 @@ class Model:
         gen = Generation(max_tokens, temperature, seed)
         return await self._run("extract", prompt, target_for(target), inst, gen, retries, guide=EXTRACT_INST)
 
-    async def classify_async(self, labels: Any, prompt: Prompt, *, inst: str | None = None, retries: int = 0,
-                             max_tokens: int | None = None, temperature: float | None = None, seed: int | None = None) -> Any:
+    async def classify_async(self, labels: Any, prompt: Prompt, *, inst: str | None = None,
+                             retries: int = 0, max_tokens: int | None = None, temperature: float | None = None,
+                             seed: int | None = None) -> Any:
         """One of `labels` (a list of strings, or an Enum class) for `prompt`.
 
         Unless a temperature is given (here or to Models.create), the most likely label is taken
@@ -128,7 +131,8 @@ class Model:
                  guide: str | None = None) -> tuple[tuple[dict, ...], Generation, Call]:
         """The messages to send, the settings laid over the defaults, and the call's reporter."""
         messages = messages_for(prompt, inst, guide)
-        return messages, gen.over(self.defaults).over(self.backend.defaults), Call(method, excerpt(label_of(messages)), self.name)
+        call = Call(method, excerpt(label_of(messages)), self.name)
+        return messages, gen.over(self.defaults).over(self.backend.defaults), call
 
     async def _run(self, method: str, prompt: Prompt, target: Target | None, inst: str | None,
                    gen: Generation, retries: int = 0, guide: str | None = None) -> Any:

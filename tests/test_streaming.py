@@ -46,7 +46,8 @@ def test_pieces_join_into_the_answer_and_the_timeline_sees_the_first_token(fault
     assert [e.tokens_out for e in events if e.kind == "progress"] == list(range(1, len(pieces) + 1))
     (row,) = tl.records()
     assert (row["method"], row["status"], row["tokens_in"], row["tokens_out"]) == ("stream", "done", 10, len(pieces))
-    assert fault_server.bodies[0]["stream"] is True and fault_server.bodies[0]["stream_options"] == {"include_usage": True}
+    first = fault_server.bodies[0]
+    assert first["stream"] is True and first["stream_options"] == {"include_usage": True}
 
 
 def test_a_stream_dropped_midway_keeps_its_text_and_is_not_sent_again(fault_server):

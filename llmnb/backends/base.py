@@ -128,7 +128,7 @@ class Backend(ABC):
     def slot(self) -> AbstractAsyncContextManager:
         """What a call must hold to run: a concurrency semaphore, or a local model's lock."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a backend that holds nothing needs no close)
         """Free what the backend holds (a local model's weights and threads); remote ones hold nothing."""
 
     @abstractmethod
