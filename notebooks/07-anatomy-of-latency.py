@@ -106,7 +106,8 @@ print("streamed, the first words come well before the end:", max(ttft.values()) 
 # %% tags=["nbval-ignore-output"]
 local = Models.create()  # the embedded SmolLM2-135M, on this machine's CPU
 short = "Name a colour."
-long = "Here is a list of fruits: " + ", ".join(["apple", "banana", "cherry", "plum", "grape"] * 15) + ". Name a colour."
+fruits = ", ".join(["apple", "banana", "cherry", "plum", "grape"] * 15)
+long = f"Here is a list of fruits: {fruits}. Name a colour."
 
 local_ttft, local_listener = first_tokens()
 with listen(local_listener), Timeline(title="embedded model: a short and a long prompt") as on_cpu:
