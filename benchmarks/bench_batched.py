@@ -219,7 +219,7 @@ def memory(ns: list[int]) -> dict:
 def child_memory(n: str) -> None:
     from llmnb import Models
 
-    if n == "sequential":  # parallel=1, today's LlamaCppBackend, for reference
+    if n == "sequential":  # parallel=1, one task at a time, for reference
         Models.create("llamacpp:smollm2", n_threads=THREADS).extract(person_type(), prompts(0)[0], seed=0)
     elif n != "import":
         from llmnb.backends.batched import BatchedBackend

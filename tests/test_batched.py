@@ -53,7 +53,7 @@ def batched():
 
 @pytest.fixture
 def sequential():
-    """A new sequential model (parallel=1), likewise with nothing cached."""
+    """A new model running one task at a time (parallel=1), likewise with nothing cached."""
     return Models.create("llamacpp:smollm2", temperature=0)
 
 
@@ -83,7 +83,7 @@ def used_cells(model) -> list[int]:
     return [lc.L.llama_memory_seq_pos_max(lc.memory, s) for s in range(lc.n_seq)]
 
 
-def test_structured_results_are_valid_and_match_the_sequential_path(batched, sequential):
+def test_structured_results_are_valid_and_match_one_at_a_time(batched, sequential):
     async def main():
         together = await asyncio.gather(*(run_task(batched, *t) for t in TASKS))
         one_by_one = [await run_task(sequential, *t) for t in TASKS]
@@ -99,7 +99,7 @@ def test_structured_results_are_valid_and_match_the_sequential_path(batched, seq
     assert together == one_by_one
 
 
-def test_seeded_sampling_matches_the_sequential_path(batched, sequential):
+def test_seeded_sampling_matches_one_at_a_time(batched, sequential):
     async def main():
         gen = {"temperature": 0.8, "seed": 3}
         together = await asyncio.gather(*(run_task(batched, *t, **gen) for t in TASKS[:2]),
