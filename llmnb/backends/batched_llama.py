@@ -76,6 +76,8 @@ class LlamaContext:
         for i in range(n_batch):
             self.batch.n_seq_id[i] = 1
         self._outputs: np.ndarray | None = None  # this step's logits, one row per output
+        self._view: np.ndarray | None = None  # the last array made over llama.cpp's logits buffer
+        self._rows: dict[int, int] = {}  # batch item -> its row in this step's logits
         self._best: np.ndarray | None = None  # and each row's highest logit
         self._pieces: dict[int, bytes] = {}
         self._ends: dict[int, bool] = {}
@@ -166,25 +168,29 @@ class LlamaContext:
 
     def logits(self, i: int) -> np.ndarray:
         """The logits of batch item `i` of the last decode (valid until the next decode)."""
-        return self._all_logits()[self._row(i)]
+        return self._all_logits()[self._rows[i]]
 
     def best(self, i: int) -> int:
         """The token with the highest logit for batch item `i` (the lowest id among equals), found
         for every item of the step in one numpy call."""
         if self._best is None:
             self._best = self._all_logits().argmax(axis=1)
-        return int(self._best[self._row(i)])
+        return int(self._best[self._rows[i]])
 
     def _all_logits(self) -> np.ndarray:
+        """This step's logits, one row per item that asked for them, in batch order (llama.cpp
+        puts its output rows back in that order). The array is made again only when llama.cpp
+        moved its buffer or the number of rows changed."""
         if self._outputs is None:
-            n_out = int(np.count_nonzero(self._logits[:self.batch.n_tokens]))
-            self._outputs = np.ctypeslib.as_array(self.L.llama_get_logits(self.ctx), shape=(n_out, self.n_vocab))
+            wanted = np.flatnonzero(self._logits[:self.batch.n_tokens])
+            self._rows = dict(zip(wanted.tolist(), range(len(wanted))))
+            pointer = self.L.llama_get_logits(self.ctx)
+            address = ctypes.cast(pointer, ctypes.c_void_p).value
+            view = self._view
+            if view is None or view.ctypes.data != address or len(view) != len(wanted):
+                view = self._view = np.ctypeslib.as_array(pointer, shape=(len(wanted), self.n_vocab))
+            self._outputs = view
         return self._outputs
-
-    def _row(self, i: int) -> int:
-        """The output row of batch item `i`, as llama.cpp maps it."""
-        address = ctypes.cast(self.L.llama_get_logits_ith(self.ctx, i), ctypes.c_void_p).value
-        return (address - self._all_logits().ctypes.data) // (4 * self.n_vocab)
 
     def close(self) -> None:
         L = self.L
