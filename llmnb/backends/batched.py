@@ -302,7 +302,7 @@ def _last(item) -> bool:
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1
@@ -340,28 +340,31 @@ class BatchedBackend(Backend):
         """Stop the engine thread and free the model (running calls fail)."""
         self._engine.close()
 
-    async def complete(self, request: Request, call: Call | None = None) -> Completion:
+    async def complete(self, request: Request, call: Call) -> Completion:
         return join([delta async for delta in self.stream(request, call)])
 
-    async def stream(self, request: Request, call: Call | None = None) -> AsyncIterator[Delta]:
+    async def stream(self, request: Request, call: Call) -> AsyncIterator[Delta]:
         """The answer piece by piece, one per decode step. Leaving early (break, aclose, a
         cancelled task) stops the sequence and frees its slot and KV cells."""
         loop = asyncio.get_running_loop()
         job = Job(request, loop, asyncio.Queue())
         self._engine.submit(job)
-        deadline, first = loop.time() + self.timeout, True
+        deadline, text = loop.time() + self.timeout, []
         try:
             while True:
-                delta = await self._next(job, deadline)
-                if call is not None:
-                    if first:
-                        call.emit("first_token")
-                        first = False
-                    call.emit("progress", tokens_out=delta.tokens_out)
+                try:
+                    delta = await self._next(job, deadline)
+                except ModelCallError as e:
+                    e.partial = "".join(text) if text else None  # what the caller already has
+                    raise
+                if delta.tokens_out == 1:  # one token per step: this is the first
+                    call.emit("first_token")
+                call.emit("progress", tokens_out=delta.tokens_out)
                 if delta.finish is not None:
                     yield delta
                     return
                 if delta.text:
+                    text.append(delta.text)
                     yield delta
         finally:
             if not job.ended:  # left early: stop the sequence, and wait until its cells are free

@@ -150,7 +150,7 @@ class LlamaContext:
     def decode(self, items: list[tuple[int, int, int, bool]]) -> int:
         """Decode (token, position, sequence, wants logits) items in one llama_decode; 0 is success."""
         n = len(items)
-        tokens, positions, seqs, wants = zip(*items)
+        tokens, positions, seqs, wants = zip(*items, strict=True)
         self._tokens[:n] = tokens
         self._pos[:n] = positions
         self._logits[:n] = wants
@@ -183,7 +183,7 @@ class LlamaContext:
         moved its buffer or the number of rows changed."""
         if self._outputs is None:
             wanted = np.flatnonzero(self._logits[:self.batch.n_tokens])
-            self._rows = dict(zip(wanted.tolist(), range(len(wanted))))
+            self._rows = {int(i): row for row, i in enumerate(wanted)}
             pointer = self.L.llama_get_logits(self.ctx)
             address = ctypes.cast(pointer, ctypes.c_void_p).value
             view = self._view
