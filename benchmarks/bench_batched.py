@@ -15,7 +15,7 @@ Each part writes its table into benchmarks/results/batched.md (and prints it).
 3. memory: peak resident memory (VmHWM, as ru_maxrss but not inherited from the parent) of a
    fresh process that loads the model with parallel=N and runs N extract tasks, N = 1, 4, 8, 16.
 
-Generated tokens count the end-of-text token, as both llmnb backends do; sibila's are its output
+Generated tokens count the end-of-text token, as llmnb does; sibila's are its output
 text re-tokenized, plus one.
 """
 
