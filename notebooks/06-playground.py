@@ -1,9 +1,9 @@
 # %% [markdown]
 # # Playground: concurrency you can turn up and down
 #
-# Set the number of tasks, how slow the server is and how many requests may be in flight, press
-# **Run**, and watch the timeline draw itself under the controls. The previous run's picture stays
-# below the new one, so you can see what a change did.
+# Set the number of tasks, how slow the server is, how many requests may be in flight and whether
+# the answers stream, press **Run**, and watch the timeline draw itself under the controls. The
+# previous run's picture stays below the new one, so you can see what a change did.
 #
 # No key and no network: the *remote stand-in* is an OpenAI-compatible server on this machine
 # (`llmnb.demo_server`) that answers each request after the latency you set, plus the time per
@@ -13,6 +13,8 @@
 
 # %%
 import asyncio
+import statistics
+import time
 
 import ipywidgets as widgets
 from IPython.display import HTML
@@ -43,6 +45,7 @@ controls = {
     "per_token": widgets.FloatSlider(0.0, min=0.0, max=0.1, step=0.01, description="time per token (s)", **WIDE),
     "max_concurrency": widgets.IntSlider(4, min=1, max=40, description="max_concurrency", **WIDE),
     "parallel": widgets.IntSlider(1, min=1, max=8, description="local parallel=N", **WIDE),
+    "stream": widgets.Checkbox(False, description="stream the answers", **WIDE),
 }
 APPLIES_TO = {"latency": "remote", "per_token": "remote", "max_concurrency": "remote", "parallel": "embedded"}
 
@@ -90,9 +93,19 @@ async def make_model(settings):
     return embedded[parallel]
 
 
-async def ask(model, settings):
-    """One task: one call."""
-    return await model.generate_async(PROMPT)
+async def ask(model, settings, first_words):
+    """One task: one call. `first_words` gets the moment its first words arrived: streamed, with
+    the first piece; not streamed, with the whole answer."""
+    if not settings["stream"]:
+        answer = await model.generate_async(PROMPT)
+        first_words.append(time.perf_counter())
+        return answer
+    pieces = []
+    async for piece in model.stream_async(PROMPT):
+        if not pieces:
+            first_words.append(time.perf_counter())
+        pieces.append(piece)
+    return "".join(pieces)
 
 
 def title(settings):
@@ -110,17 +123,21 @@ async def draw_live(timeline, view):
 
 
 async def run_tasks(model, settings):
-    """All the tasks at once, drawn live in a new picture on top of the previous run's."""
+    """All the tasks at once, drawn live in a new picture on top of the previous run's; the
+    timeline, and the median seconds until a task's first words (None if none came)."""
     view = widgets.HTML()
     pictures.children = (view, *pictures.children[:1])
+    first_words = []
     with Timeline(title=title(settings), display=False) as timeline:
+        start = time.perf_counter()
         drawing = asyncio.ensure_future(draw_live(timeline, view))
         try:  # a failed call is a red row on the timeline, not the end of the run
-            await asyncio.gather(*[ask(model, settings) for _ in range(settings["tasks"])], return_exceptions=True)
+            await asyncio.gather(*[ask(model, settings, first_words) for _ in range(settings["tasks"])],
+                                 return_exceptions=True)
         finally:
             drawing.cancel()
     view.value = timeline.to_svg()
-    return timeline
+    return timeline, statistics.median(first_words) - start if first_words else None
 
 
 async def play(**changes):
@@ -132,13 +149,14 @@ async def play(**changes):
     try:
         model = await make_model(settings)
         status.value = "running..."
-        timeline = await run_tasks(model, settings)
+        timeline, first = await run_tasks(model, settings)
         if settings["model"] == "remote":
             model.close()  # its HTTP connections; a new run makes a new model with the new settings
     finally:
         run_button.disabled = False
     runs.append(timeline)
-    status.value = f"run {len(runs)}: wall {timeline.summary()['wall']:.2f} s"
+    words = "" if first is None else f", the first words after {first:.2f} s (median)"
+    status.value = f"run {len(runs)}: wall {timeline.summary()['wall']:.2f} s{words}"
     return timeline
 
 
@@ -163,8 +181,9 @@ run_button.on_click(on_run)
 # ## Play
 #
 # Move the controls and press **Run**. Things to try: raise `max_concurrency` until the wall time
-# stops falling; add latency and see that it costs once per round, not once per task; switch to the
-# embedded model and compare `parallel=1` with `parallel=4`.
+# stops falling; add latency and see that it costs once per round, not once per task; add time per
+# token and stream the answers: the wall time stays, the first words come after the latency; switch
+# to the embedded model and compare `parallel=1` with `parallel=4`.
 
 # %%
 playground

@@ -254,7 +254,9 @@ def test_playground_controls_and_two_runs(lab, page):
     page.locator(".widget-toggle-button", has_text="remote stand-in").click()
     set_slider(page, "tasks", "ArrowRight", "ArrowRight")  # the notebook's last run had 4
     set_slider(page, "max_concurrency", "Home")  # 1: one request at a time
+    page.locator(".widget-checkbox", has_text="stream the answers").locator("input").check()
     first, states = playground_run(page, 5, tasks=6)
+    assert "the first words after" in page.locator(".widget-label", has_text="run 5: wall").inner_text()
     during = [s for s in states if "waiting" in s["statuses"]]
     assert during, f"no live picture showed tasks waiting for the one slot: {states}"
 
