@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from aiolimiter import AsyncLimiter
 
 from .backends.base import PerLoop, Request
+from .errors import ConfigError
 
 BURST_SECONDS = 0.1
 RESET = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)?")
@@ -65,7 +66,7 @@ class RateLimits:
     def __init__(self, rpm: float | None = None, tpm: float | None = None):
         for name, value in (("rpm", rpm), ("tpm", tpm)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-                raise ValueError(f"{name} must be a positive number (per minute), not {value!r}")
+                raise ConfigError(f"{name} must be a positive number (per minute), not {value!r}")
         self.user = {"requests": rpm, "tokens": tpm}
         self.server: dict[str, float | None] = {"requests": None, "tokens": None}
         self.paused_until = 0.0  # time.monotonic() before which nothing is sent (a 429's pause)
