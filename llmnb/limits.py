@@ -20,10 +20,11 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiolimiter import AsyncLimiter
 
-from .backends.base import PerLoop, Request
+from .backends.base import PerLoop
 from .errors import ConfigError
 
 BURST_SECONDS = 0.1
@@ -43,14 +44,13 @@ def parse_duration(text: str | None) -> float | None:
     return sum(float(n) * UNITS[u or None] for n, u in parts)
 
 
-def estimate_tokens(request: Request) -> int:
-    """Tokens a request may use, before it is sent: its text at about 4 characters a token (as
-    OpenAI's guide counts English) plus what it may generate (`max_tokens`, as OpenAI's own
-    limiter counts it). Corrected by the usage the answer reports (`RateLimits.settle`)."""
-    chars = sum(len(json.dumps(m.get("content", ""))) + 8 for m in request.messages)
-    if request.schema is not None:
-        chars += len(json.dumps(request.schema))
-    return chars // 4 + 1 + (request.gen.max_tokens or 0)
+def estimate_tokens(kwargs: Mapping[str, Any]) -> int:
+    """Tokens a request (the keyword arguments of `chat.completions.create`) may use, before it is
+    sent: its text at about 4 characters a token (as OpenAI's guide counts English) plus what it
+    may generate (`max_tokens`, as OpenAI's own limiter counts it). Corrected after the answer by
+    the usage it reports (`RateLimits.settle`)."""
+    chars = len(json.dumps(kwargs.get("messages", []))) + len(json.dumps(kwargs.get("response_format") or ""))
+    return chars // 4 + 1 + (kwargs.get("max_tokens") or 0)
 
 
 def bucket(per_minute: float) -> AsyncLimiter:

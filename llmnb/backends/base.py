@@ -107,7 +107,7 @@ class Backend(ABC):
         call.emit("waiting")
         async with self.slot():
             call.emit("started")
-            return await self.complete(request)
+            return await self.complete(request, call)
 
     @abstractmethod
     def slot(self) -> AbstractAsyncContextManager:
@@ -117,5 +117,5 @@ class Backend(ABC):
         """Free what the backend holds (a local model's weights and threads); remote ones hold nothing."""
 
     @abstractmethod
-    async def complete(self, request: Request) -> Completion:
+    async def complete(self, request: Request, call: Call) -> Completion:
         """Make one completion. Raise `ModelCallError` for failures the caller cannot fix by retrying."""

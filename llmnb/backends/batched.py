@@ -297,7 +297,7 @@ class BatchedBackend(Backend):
         """Stop the engine thread and free the model (running calls fail)."""
         self._engine.close()
 
-    async def complete(self, request: Request) -> Completion:
+    async def complete(self, request: Request, call=None) -> Completion:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
 

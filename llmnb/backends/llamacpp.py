@@ -87,7 +87,7 @@ class LlamaCppBackend(Backend):
             self._grammars[gbnf] = self._llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
         return self._grammars[gbnf]
 
-    async def complete(self, request: Request) -> Completion:
+    async def complete(self, request: Request, call=None) -> Completion:
         if self._closed:
             raise ModelCallError(f"{self.name}: the model was closed; make a new one with Models.create")
         stop = threading.Event()

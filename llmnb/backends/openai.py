@@ -15,6 +15,8 @@ import weakref
 from typing import Any
 
 from ..errors import ModelCallError
+from ..events import Call
+from ..limits import RateLimits, estimate_tokens
 from .base import Backend, Completion, PerLoop, Request
 
 # Statuses worth another try: the request may succeed unchanged a moment later.
@@ -147,6 +149,7 @@ class OpenAIBackend(Backend):
         self.max_retries = max_retries
         self.max_concurrency = max_concurrency
         self.schema_mode: str | None = None  # decided by the first structured call
+        self.limits = RateLimits(rpm, tpm)
         # The key goes to the clients and is kept privately only to scrub it from error text;
         # no repr or message shows it.
         self._clients = PerLoop(lambda: closed_with_its_loop(openai.AsyncOpenAI(
@@ -171,7 +174,7 @@ class OpenAIBackend(Backend):
         """Close the HTTP clients (on their loops); a later call opens a new one."""
         close_clients(self._clients)
 
-    async def complete(self, request: Request) -> Completion:
+    async def complete(self, request: Request, call: Call) -> Completion:
         client = self._clients.get()
         mode = self.schema_mode or "json_schema"
         refusal: Exception | None = None  # a json_schema request the server refused, while JSON mode is tried
@@ -179,14 +182,13 @@ class OpenAIBackend(Backend):
         while True:
             attempt += 1
             try:
-                async with asyncio.timeout(self.timeout):
-                    response = await client.chat.completions.create(**build_request(self.model, request, mode))
+                completion = await self._send_once(client, build_request(self.model, request, mode), call)
             except (self._openai.APIError, json.JSONDecodeError, TimeoutError) as e:
                 error = e
             else:
                 if request.schema is not None and self.schema_mode is None:
                     self.schema_mode = mode  # remembered only once a structured call has worked
-                return parse_response(response)
+                return completion
             refused = refuses_json_schema(getattr(error, "status_code", None), getattr(error, "message", ""))
             if request.schema is not None and self.schema_mode is None and refusal is None and refused:
                 # Maybe a server without json_schema: try JSON mode once, unpaid. If that fails too,
@@ -210,6 +212,29 @@ class OpenAIBackend(Backend):
                     status=status,
                     attempts=attempt,
                 ) from (None if leaks else error)
+            await self._wait_to_retry(error, attempt, retry_after)
+
+    async def _send_once(self, client: Any, kwargs: dict[str, Any], call: Call) -> Completion:
+        """One request, once the rate limits let it go, bounded by the timeout as a whole (a body
+        that trickles in counts too); what the answer says of the limits is learned."""
+        tokens = estimate_tokens(kwargs)
+        if self.limits.active:
+            await self.limits.admit(tokens, call.emit)
+        async with asyncio.timeout(self.timeout):
+            raw = await client.chat.completions.with_raw_response.create(**kwargs)
+            response = raw.parse()
+        self.limits.observe(raw.headers)
+        completion = parse_response(response)
+        usage = getattr(response, "usage", None)
+        self.limits.settle(tokens, getattr(usage, "total_tokens", None))
+        return completion
+
+    async def _wait_to_retry(self, error: Exception, attempt: int, retry_after: str | None) -> None:
+        """A 429 pauses the whole model (every call waits in `_send_once`); other failures wait
+        for this call only."""
+        if getattr(error, "status_code", None) == 429:
+            self.limits.pause(error.response.headers, fallback=retry_delay(attempt, None))
+        else:
             await asyncio.sleep(retry_delay(attempt, retry_after))
 
     def _describe(self, error: Exception) -> tuple[str, int | None, bool, str | None]:
