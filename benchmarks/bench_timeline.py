@@ -22,7 +22,7 @@ import statistics
 import sys
 import time
 
-import readme_section  # benchmarks/, next to this script
+import results_file  # benchmarks/, next to this script
 
 from llmnb import Models, Timeline
 from llmnb.demo_server import DemoServer
@@ -96,7 +96,7 @@ def main() -> None:
         lines.append(f"| {n} | {walls['off']:.3f} | {walls['recorded'] / walls['off']:.3f} | {walls['drawn'] / walls['off']:.3f} |")
     machine = f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {sys.version.split()[0]}"
     report = "\n".join([f"Timeline cost, `python benchmarks/bench_timeline.py` ({machine})", "", *lines, ""])
-    readme_section.publish("timeline", report)
+    results_file.publish("timeline", report)
 
 
 if __name__ == "__main__":

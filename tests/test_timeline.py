@@ -84,7 +84,7 @@ def test_many_rows_are_grouped_and_render_fast():
     root = ET.fromstring(svg)
     assert len(root.findall("{http://www.w3.org/2000/svg}g")) == render.MAX_ROWS - 1
     assert "+961 more tasks" in svg
-    assert took < 0.2  # the target is 20 ms (benchmarks/bench_timeline.py); generous here
+    assert took < 0.2  # a few ms in benchmarks/bench_timeline.py; generous here for a busy machine
     lines = render.to_text(rows, [], now=10.2).splitlines()
     names = [line.split("|")[0].strip() for line in lines[1:-1]]  # between the title and the summary
     head = (render.MAX_ROWS - 1) // 2
