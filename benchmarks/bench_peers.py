@@ -30,7 +30,8 @@ HERE = Path(__file__).resolve().parent
 ENVS = HERE / "envs"
 PYTHONS = {"raw": sys.executable, "raw+aiohttp": sys.executable, "llmnb": sys.executable,
            "llmnb+timeline": sys.executable, "langchain": str(ENVS / "langchain" / "bin" / "python"),
-           "pydantic-ai": str(ENVS / "pydantic-ai" / "bin" / "python"), "sibila": str(ENVS / "sibila" / "bin" / "python")}
+           "pydantic-ai": str(ENVS / "pydantic-ai" / "bin" / "python"),
+           "sibila": str(ENVS / "sibila" / "bin" / "python")}
 SIZES = tuple(int(n) for n in os.environ.get("SIZES", "10,100,1000,5000").split(","))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 
@@ -142,8 +143,9 @@ def main() -> None:
         pairs = zip(results[(lib, n)], results[("raw", n)])
         return sorted(r["wall"] / f["wall"] for r, f in pairs if "wall" in r and "wall" in f)
 
-    lines = ["| library | N | wall (s) | wall / floor, median of rounds (lowest-highest) | client CPU (s) | CPU per call (ms) "
-             "| peak RSS (MB) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    header = ("| library | N | wall (s) | wall / floor, median of rounds (lowest-highest) | client CPU (s) "
+              "| CPU per call (ms) | peak RSS (MB) |")
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|"]
     for n in SIZES:
         floor = med("raw", n, "wall")
         for lib in libs:
@@ -154,7 +156,8 @@ def main() -> None:
             rs = ratios(lib, n)
             spread = f"{statistics.median(rs):.3f} ({rs[0]:.2f}-{rs[-1]:.2f})"
             cpu = med(lib, n, "cpu")
-            lines.append(f"| {lib} | {n} | {wall:.3f} | {spread} | {cpu:.3f} | {cpu / n * 1000:.2f} | {med(lib, n, 'rss_mb'):.0f} |")
+            rss = med(lib, n, "rss_mb")
+            lines.append(f"| {lib} | {n} | {wall:.3f} | {spread} | {cpu:.3f} | {cpu / n * 1000:.2f} | {rss:.0f} |")
         if n in kernel:
             lines.append(f"| %%llm_parallel in a kernel (cell, execute to idle) | {n} | {kernel[n]:.3f} "
                          f"| {kernel[n] / floor:.3f} (to the floor's median) | | | |")
@@ -167,7 +170,8 @@ def main() -> None:
     import_lines.append(f"| `%load_ext llmnb` | {load_ext_time():.3f} |")
     versions = (f"llmnb {version(sys.executable, 'llmnb')}, openai {version(sys.executable, 'openai')}, "
                 f"langchain-openai {version(PYTHONS['langchain'], 'langchain-openai')}, "
-                f"pydantic-ai {version(PYTHONS['pydantic-ai'], 'pydantic-ai-slim')}, sibila {version(PYTHONS['sibila'], 'sibila')}")
+                f"pydantic-ai {version(PYTHONS['pydantic-ai'], 'pydantic-ai-slim')}, "
+                f"sibila {version(PYTHONS['sibila'], 'sibila')}")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}"
     report = "\n".join([
         f"Peers, `python benchmarks/bench_peers.py` ({machine}; {versions}; median of {ROUNDS} rounds; server latency"

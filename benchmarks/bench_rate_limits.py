@@ -15,7 +15,7 @@ import statistics
 import sys
 import time
 
-import readme_section  # benchmarks/, next to this script
+import results_file  # benchmarks/, next to this script
 
 from llmnb import ModelCallError, Models, Timeline
 from llmnb.demo_server import DemoServer, RateLimit
@@ -34,7 +34,8 @@ async def llmnb_calls(url: str, options: dict) -> tuple[int, float]:
     """(calls lost, seconds the calls spent waiting for the rate limit in all)."""
     model = Models.create("openai:demo", base_url=url, api_key="sk-bench", **options)
     with Timeline() as timeline:
-        answers = await asyncio.gather(*[model.generate_async(f"call {i}") for i in range(CALLS)], return_exceptions=True)
+        calls = [model.generate_async(f"call {i}") for i in range(CALLS)]
+        answers = await asyncio.gather(*calls, return_exceptions=True)
     model.close()
     return sum(isinstance(a, ModelCallError) for a in answers), sum(r["throttled"] or 0 for r in timeline.records())
 
@@ -77,8 +78,7 @@ def main() -> None:
         f" a second and answering after {LATENCY * 1000:.0f} ms; floor {CALLS / PER_SECOND:.0f} s; median of {ROUNDS}"
         f" rounds; {os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')})", "",
         *lines, ""])
-    (readme_section.RESULTS / "rate_limits.md").write_text(report)  # the README links it, shows no copy
-    print(report)
+    results_file.publish("rate_limits", report)
 
 
 if __name__ == "__main__":

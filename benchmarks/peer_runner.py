@@ -77,7 +77,8 @@ async def pydantic_ai(n, url):
     return run
 
 
-RUNNERS = {"raw": raw, "raw+aiohttp": lambda n, u: raw(n, u, True), "llmnb": llmnb_, "llmnb+timeline": lambda n, u: llmnb_(n, u, True),
+RUNNERS = {"raw": raw, "raw+aiohttp": lambda n, u: raw(n, u, True), "llmnb": llmnb_,
+           "llmnb+timeline": lambda n, u: llmnb_(n, u, True),
            "langchain": langchain, "sibila": sibila, "pydantic-ai": pydantic_ai}
 
 

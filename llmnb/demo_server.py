@@ -89,7 +89,8 @@ class DemoServer:
         def serve() -> None:
             self._loop = asyncio.new_event_loop()
             # A deep accept queue: thousands of clients connecting at once must not wait for SYN retries.
-            self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port, backlog=4096))
+            serving = asyncio.start_server(self._handle, "127.0.0.1", self.port, backlog=4096)
+            self._server = self._loop.run_until_complete(serving)
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
             self._loop.run_forever()
@@ -153,7 +154,8 @@ class DemoServer:
             "id": f"demo-{self.requests}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "demo"),
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-            "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": tokens, "total_tokens": PROMPT_TOKENS + tokens},
+            "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": tokens,
+                      "total_tokens": PROMPT_TOKENS + tokens},
         }).encode()
         return 200, {"Content-Type": "application/json"}, payload
 

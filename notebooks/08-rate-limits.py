@@ -40,8 +40,9 @@ print(f"{CALLS} calls against {PER_SECOND} requests a second: at best {CALLS / P
 # %% tags=["nbval-ignore-output"]
 server = rate_limited_server()
 client = openai.AsyncOpenAI(base_url=server.base_url, api_key="demo")
-answers = await asyncio.gather(*[client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "Hi"}])
-                                 for _ in range(CALLS)], return_exceptions=True)
+hi = [{"role": "user", "content": "Hi"}]
+answers = await asyncio.gather(*[client.chat.completions.create(model="demo", messages=hi) for _ in range(CALLS)],
+                               return_exceptions=True)
 await client.close()
 storm = server.rate_limit.rejected
 lost = sum(isinstance(a, Exception) for a in answers)

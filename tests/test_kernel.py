@@ -169,7 +169,8 @@ def test_interrupting_a_for_cell_keeps_the_finished_results(kernel, fault_server
 
     km, kc = kernel
     fault_server.script(Fault.content("first"), Fault.content("second"), Fault.hang(), Fault.hang())
-    run(kc, f"held_remote = Models.create('openai:test', base_url='{fault_server.base_url}', api_key='k', max_retries=0)\n"
+    run(kc, f"held_remote = Models.create('openai:test', base_url='{fault_server.base_url}', api_key='k',"
+            " max_retries=0)\n"
             "cities = ['Paris', 'Rome', 'Oslo', 'Lima']")
     msg_id = kc.execute("%%llm_parallel --model held_remote -o part --for city in cities\nsay: Tell me about {city}")
     deadline = time.monotonic() + 60

@@ -23,7 +23,8 @@ def many_calls(server: DemoServer, **options) -> tuple[list, float, list]:
 
     async def main():
         with listen(events.append):
-            return await asyncio.gather(*[model.generate_async(f"call {i}") for i in range(CALLS)], return_exceptions=True)
+            calls = [model.generate_async(f"call {i}") for i in range(CALLS)]
+            return await asyncio.gather(*calls, return_exceptions=True)
 
     start = time.perf_counter()
     answers = asyncio.run(main())

@@ -220,7 +220,8 @@ PIECES = st.one_of(
     PLAIN.map(lambda text: ("text", text)),
     NAMES.map(lambda name: ("var", name)),  # {name}
     NAMES.map(lambda name: ("literal", name)),  # {{name}}
-    PLAIN.filter(lambda inner: not re.fullmatch(r"[A-Za-z_]\w*", inner)).map(lambda inner: ("other", inner)),  # {a.b}, {1}
+    # {a.b}, {1}: braces around anything but a bare name
+    PLAIN.filter(lambda inner: not re.fullmatch(r"[A-Za-z_]\w*", inner)).map(lambda inner: ("other", inner)),
 )
 
 

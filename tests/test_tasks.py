@@ -20,7 +20,8 @@ def test_results_in_order_failures_kept_and_reported_as_they_complete():
             raise value
         return value
 
-    jobs = {"slow": lambda: after(0.3, "s"), "boom": lambda: after(0.1, ValueError("bad")), "quick": lambda: after(0, "q")}
+    jobs = {"slow": lambda: after(0.3, "s"), "boom": lambda: after(0.1, ValueError("bad")),
+            "quick": lambda: after(0, "q")}
     results = asyncio.run(run_tasks(jobs, on_result=done.append))
     assert isinstance(results, Results) and results.order == ["slow", "boom", "quick"]
     assert [d.name for d in done] == ["quick", "boom", "slow"]  # completion order
@@ -57,8 +58,8 @@ def test_cancelling_the_run_keeps_what_finished():
         return seconds
 
     async def main():
-        run = asyncio.ensure_future(run_tasks({"fast": lambda: job(0.05), "slow": lambda: job(30), "slower": lambda: job(60)},
-                                              results=results))
+        jobs = {"fast": lambda: job(0.05), "slow": lambda: job(30), "slower": lambda: job(60)}
+        run = asyncio.ensure_future(run_tasks(jobs, results=results))
         await asyncio.sleep(0.5)
         run.cancel()
         with pytest.raises(asyncio.CancelledError):

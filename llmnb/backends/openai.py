@@ -153,7 +153,8 @@ class OpenAIBackend(Backend):
         # The key goes to the clients and is kept privately only to scrub it from error text;
         # no repr or message shows it.
         self._clients = PerLoop(lambda: closed_with_its_loop(openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout, http_client=http_client_for_loop(http_client))))
+            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout,
+            http_client=http_client_for_loop(http_client))))
         self._slots = PerLoop(lambda: asyncio.Semaphore(max_concurrency))
         self._secret = api_key
         # A client left to the garbage collector with its connections open made concurrent

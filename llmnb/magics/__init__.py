@@ -71,7 +71,7 @@ class LlmMagics(Magics):
               help="run each task once per item of the list VAR, with {NAME} filled from the item")
     @cell_magic
     def llm_parallel(self, line: str, cell: str):
-        """%%llm_parallel [--model M] [-o VAR] [--max-concurrency N] [--for NAME in VAR]: run the cell's tasks concurrently.
+        """%%llm_parallel [--model M] [-o VAR] [--max-concurrency N] [--for NAME in VAR]: run the tasks concurrently.
 
         One task per line (an indented line continues the prompt above):
 
@@ -212,7 +212,10 @@ def job(model, spec: TaskSpec, prompt: str, targets: dict):
 
 def report(done: Done) -> None:
     """One printed line per completed task: when it began and ended, and its value, cut short."""
-    when = f"begin {done.began:5.1f} s, done {done.ended:5.1f} s" if done.began is not None else f"failed at {done.ended:5.1f} s"
+    if done.began is None:
+        when = f"failed at {done.ended:5.1f} s"
+    else:
+        when = f"begin {done.began:5.1f} s, done {done.ended:5.1f} s"
     text = " ".join(repr(done.value).split())
     if len(text) > RESULT_WIDTH:
         text = text[: RESULT_WIDTH - 1] + "…"
