@@ -3,7 +3,8 @@
     python benchmarks/bench_rate_limits.py      # writes benchmarks/results/rate_limits.md
 
 The server is llmnb's demo server with `RateLimit(requests=50)` (429 with Retry-After beyond 50
-requests in a second, OpenAI's x-ratelimit-* headers on every answer), answering after 200 ms.
+requests in a second, OpenAI's x-ratelimit-* headers on every answer), answering after 200 ms;
+then the same server without the x-ratelimit-* headers, as some OpenAI-compatible servers are.
 The floor is 300 / 50 = 6 s. Each setting runs on a fresh server, ROUNDS times (medians).
 """
 
@@ -17,7 +18,7 @@ import time
 
 import results_file  # benchmarks/, next to this script
 
-from llmnb import ModelCallError, Models, Timeline
+from llmnb import ModelCallError, Models, listen
 from llmnb.demo_server import DemoServer, RateLimit
 
 CALLS, PER_SECOND, LATENCY = 300, 50, 0.2
@@ -33,11 +34,24 @@ SETTINGS = {
 async def llmnb_calls(url: str, options: dict) -> tuple[int, float]:
     """(calls lost, seconds the calls spent waiting for the rate limit in all)."""
     model = Models.create("openai:demo", base_url=url, api_key="sk-bench", **options)
-    with Timeline() as timeline:
+    events = []
+    with listen(events.append):
         calls = [model.generate_async(f"call {i}") for i in range(CALLS)]
         answers = await asyncio.gather(*calls, return_exceptions=True)
     model.close()
-    return sum(isinstance(a, ModelCallError) for a in answers), sum(r["throttled"] or 0 for r in timeline.records())
+    return sum(isinstance(a, ModelCallError) for a in answers), throttled_seconds(events)
+
+
+def throttled_seconds(events) -> float:
+    """Time from each `throttled` event to the same call's next `started`, summed."""
+    since: dict[int, float] = {}
+    total = 0.0
+    for event in events:
+        if event.kind == "throttled":
+            since[event.call_id] = event.time
+        elif event.kind == "started" and event.call_id in since:
+            total += event.time - since.pop(event.call_id)
+    return total
 
 
 async def raw_calls(url: str, options: dict) -> tuple[int, float]:
@@ -54,8 +68,8 @@ async def raw_calls(url: str, options: dict) -> tuple[int, float]:
     return sum(isinstance(a, Exception) for a in answers), 0.0
 
 
-def measure(runner, options: dict) -> dict:
-    with DemoServer(latency=LATENCY, rate_limit=RateLimit(requests=PER_SECOND)) as server:
+def measure(runner, options: dict, headers: bool = True) -> dict:
+    with DemoServer(latency=LATENCY, rate_limit=RateLimit(requests=PER_SECOND, headers=headers)) as server:
         start = time.perf_counter()
         lost, throttled = asyncio.run(runner(server.base_url, options))
         return {"wall": time.perf_counter() - start, "429": server.rate_limit.rejected, "lost": lost,
@@ -63,11 +77,12 @@ def measure(runner, options: dict) -> dict:
 
 
 def main() -> None:
-    runs = {name: [] for name in ["raw AsyncOpenAI, its default retries", *SETTINGS]}
+    runs: dict[str, list[dict]] = {}
     for _ in range(ROUNDS):
-        runs["raw AsyncOpenAI, its default retries"].append(measure(raw_calls, {}))
-        for name, options in SETTINGS.items():
-            runs[name].append(measure(llmnb_calls, options))
+        for headers, server in ((True, ""), (False, "; server sends only Retry-After")):
+            runs.setdefault(f"raw AsyncOpenAI, its default retries{server}", []).append(measure(raw_calls, {}, headers))
+            for name, options in SETTINGS.items():
+                runs.setdefault(name + server, []).append(measure(llmnb_calls, options, headers))
     lines = ["| client | answers of 429 | calls lost | wall (s) | waited for the rate limit, all calls (s) |",
              "|---|---:|---:|---:|---:|"]
     for name, rounds in runs.items():

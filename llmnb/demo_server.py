@@ -38,6 +38,7 @@ class RateLimit:
     requests: int | None = None
     tokens: int | None = None
     window: float = 1.0
+    headers: bool = True  # send OpenAI's x-ratelimit-* headers (False: only Retry-After, on a 429)
     rejected: int = 0  # answers of 429 so far
     _start: float = field(default_factory=time.monotonic)
     _used: dict = field(default_factory=dict)  # window number -> [requests, tokens]
@@ -57,7 +58,7 @@ class RateLimit:
         reset = (number + 1) * self.window - elapsed
         headers = {}
         for i, (kind, limit) in enumerate((("requests", self.requests), ("tokens", self.tokens))):
-            if limit is not None:
+            if limit is not None and self.headers:
                 headers.update({f"x-ratelimit-limit-{kind}": str(round(limit * 60 / self.window)),
                                 f"x-ratelimit-remaining-{kind}": str(max(limit - used[i], 0)),
                                 f"x-ratelimit-reset-{kind}": f"{math.ceil(reset * 1000)}ms"})
