@@ -20,7 +20,9 @@ async def raw(n, url, aiohttp=False):
     import openai
 
     http_client = openai.DefaultAioHttpClient() if aiohttp else None
-    client = openai.AsyncOpenAI(api_key="sk-bench", base_url=url, max_retries=0, http_client=http_client)
+    # llmnb's timeout (the SDK's default gives connecting 5 s, which thousands of connections
+    # opened at once on a busy machine can exceed)
+    client = openai.AsyncOpenAI(api_key="sk-bench", base_url=url, max_retries=0, timeout=60, http_client=http_client)
 
     async def run(k):
         return await asyncio.gather(*[client.chat.completions.create(model="demo", messages=[{"role": "user", "content": PROMPT}]) for _ in range(k)])
