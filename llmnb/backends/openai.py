@@ -191,7 +191,7 @@ def http_client_for_loop(http_client: Any) -> Any:
         import openai
 
         return openai.DefaultAioHttpClient()
-    return http_client() if callable(http_client) and not hasattr(http_client, "send") else http_client
+    return http_client() if callable(http_client) else http_client  # a client instance is not callable
 
 
 def loaded(client: Any) -> Any:
