@@ -39,8 +39,9 @@ del model
 gc.collect()
 print(closed == left)
 kept = Models.create("openai:demo", **options)  # the sync API's loop, still open at exit
-sessions = sum(isinstance(o, aiohttp.ClientSession) for o in gc.get_objects())
-print(kept.generate("hi") == server.reply, sum(isinstance(o, aiohttp.ClientSession) for o in gc.get_objects()) > sessions)
+count = lambda: sum(isinstance(o, aiohttp.ClientSession) for o in gc.get_objects())
+sessions = count()
+print(kept.generate("hi") == server.reply, count() > sessions)
 """
 
 
@@ -84,7 +85,8 @@ def test_slow_answers_within_the_timeout_arrive_and_late_ones_time_out():
                                   max_retries=0, max_concurrency=100)
 
             async def main():
-                return await asyncio.gather(*[model.generate_async(f"c{i}") for i in range(100)], return_exceptions=True)
+                calls = [model.generate_async(f"c{i}") for i in range(100)]
+                return await asyncio.gather(*calls, return_exceptions=True)
 
             start = time.perf_counter()
             answers = asyncio.run(main())
