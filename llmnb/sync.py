@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -44,10 +43,6 @@ def _private_loop() -> asyncio.AbstractEventLoop:
 
 def _stop() -> None:
     if _loop is not None and _thread is not None:
-        # Finalising the loop's async generators closes the HTTP clients made on it (see
-        # backends/openai.py), which aiohttp would otherwise report as unclosed at exit.
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(_loop.shutdown_asyncgens(), _loop).result(timeout=2)
         _loop.call_soon_threadsafe(_loop.stop)
         _thread.join(timeout=2)
 

@@ -11,6 +11,7 @@ The HTTP client is the openai SDK's aiohttp transport unless `http_client=` says
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import importlib
 import itertools
@@ -144,6 +145,7 @@ class Clients:
             made = asyncio.get_running_loop().create_future()
             made.set_result(client)
         made.add_done_callback(close_with_its_loop)  # run on this loop, once the client is there
+        _client_loops.add(asyncio.get_running_loop())
         return made
 
     def close(self) -> None:
@@ -180,6 +182,23 @@ def close_with_its_loop(made: asyncio.Future) -> None:
     with contextlib.suppress(StopIteration):
         closer.asend(None).send(None)
     client._llmnb_closer = closer  # alive as long as the client (the loop holds it weakly)
+
+
+_client_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_with_the_loops_left() -> None:
+    """At exit, finalise the async generators of the loops that still hold clients (llmnb's sync
+    loop, IPython's, any loop never shut down), which closes those clients as above."""
+    for loop in list(_client_loops):
+        if loop.is_closed():
+            continue
+        with contextlib.suppress(Exception):  # at exit, a loop that cannot do it now is let go
+            if loop.is_running():  # in its own thread
+                asyncio.run_coroutine_threadsafe(loop.shutdown_asyncgens(), loop).result(timeout=2)
+            else:
+                loop.run_until_complete(loop.shutdown_asyncgens())
 
 
 def http_client_for_loop(http_client: Any) -> Any:
