@@ -16,7 +16,6 @@ go out evenly: a server that counts per second or per minute sees no bursts abov
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -49,7 +48,9 @@ def estimate_tokens(kwargs: Mapping[str, Any]) -> int:
     sent: its text at about 4 characters a token (as OpenAI's guide counts English) plus what it
     may generate (`max_tokens`, as OpenAI's own limiter counts it). Corrected after the answer by
     the usage it reports (`RateLimits.settle`)."""
-    chars = len(json.dumps(kwargs.get("messages", []))) + len(json.dumps(kwargs.get("response_format") or ""))
+    chars = sum(len(str(m.get("content") or "")) + 16 for m in kwargs.get("messages", ()))  # + the role's tokens
+    if kwargs.get("response_format"):
+        chars += len(str(kwargs["response_format"]))
     return chars // 4 + 1 + (kwargs.get("max_tokens") or 0)
 
 
