@@ -11,17 +11,19 @@ import pytest
 from llmnb import Timeline
 from llmnb.events import CallEvent
 from llmnb.timeline import render
-from llmnb.timeline.recorder import Recorder, summary
+from llmnb.timeline.recorder import Recorder
 
 SPAM = "I am a Nigerian prince and will make you very rich!"
+NS = "{http://www.w3.org/2000/svg}"
+ROWS = f"{NS}g[@class='llmnb-row']"  # one per task drawn
 
 
 def fixed_recorder() -> Recorder:
     rec = Recorder(origin=100.0)
     script = [
         (1, "created", 100.0), (1, "waiting", 100.0), (1, "started", 100.0),
-        (2, "created", 100.0), (2, "waiting", 100.0), (2, "started", 102.0),
-        (3, "created", 101.0), (3, "waiting", 101.0),
+        (2, "created", 100.0), (2, "waiting", 100.0), (1, "first_token", 100.5),
+        (3, "created", 101.0), (3, "waiting", 101.0), (2, "throttled", 101.0), (2, "started", 102.0),
         (1, "finished", 102.0), (2, "failed", 104.0), (3, "cancelled", 103.0),
     ]
     labels = {1: ("extract", "Generate 20 names"), 2: ("classify", "I am a prince"), 3: ("generate", "Hello")}
@@ -42,28 +44,32 @@ def test_recorder_rows_and_summary():
         (3, "cancelled", 1.0, 1.0, None, 3.0),
     ]
     assert rows[0].tokens_out == 5 and rows[1].error == "ModelCallError: HTTP 500"
-    s = summary(rows, now=4.0)
-    assert s == {"tasks": 3, "wall": 4.0, "busy": 4.0, "speedup": 1.0}
+    s = fixed_recorder().summary(now=4.0)
+    assert s == {"tasks": 3, "wall": 4.0, "busy": 4.0, "speedup": 1.0, "ttft_median": 0.5, "throttled": 1.0}
 
 
 def test_text_form_exact():
     rec = fixed_recorder()
-    assert render.to_text(rec.rows(), rec.lags, now=4.0, title="t") == "\n".join([
+    assert render.to_text(rec.view(4.0, render.MAX_ROWS), title="t") == "\n".join([
         "t (0 .. 4.00 s)",
-        "extract: Generate 20 names             |=====================                   |   0.00 ->   2.00 s done",
-        "classify: I am a prince                |....................====================|   0.00 ->   4.00 s failed  ModelCallError: HTTP 500",
+        "extract: Generate 20 names             |-----================                   |   0.00 ->   2.00 s done,"
+        " 5 tokens out (3.33/s after the first), first token after 0.50 s",
+        "classify: I am a prince                |..........~~~~~~~~~~====================|   0.00 ->   4.00 s failed,"
+        " throttled 1.00 s, ModelCallError: HTTP 500",
         "generate: Hello                        |          .....................         |   1.00 ->   3.00 s cancelled",
         "event loop blocked                     |     ######                             | 0.50 s in all",
-        "3 tasks, 1 failed, 1 cancelled · wall 4.00 s · sum of task times 4.00 s · ratio 1.00x",
+        "3 tasks, 1 failed, 1 cancelled · wall 4.00 s · sum of task times 4.00 s · median first token 0.50 s"
+        " · throttled 1.00 s · ratio 1.00x",
+        render.TEXT_LEGEND,
     ])
 
 
 def test_svg_is_valid_and_has_one_bar_per_started_task():
     rec = fixed_recorder()
-    svg = render.to_svg(rec.rows(), rec.lags, now=4.0, title="t <&>")
+    svg = render.to_svg(rec.view(4.0, render.MAX_ROWS), title="t <&>")
     root = ET.fromstring(svg)
     ns = "{http://www.w3.org/2000/svg}"
-    rows = root.findall(f"{ns}g")
+    rows = root.findall(ROWS)
     assert [g.get("data-status") for g in rows] == ["done", "failed", "cancelled"]
     bars = [r for r in root.iter(f"{ns}rect") if r.get("class") == "llmnb-bar"]
     assert len(bars) == 2
@@ -77,16 +83,15 @@ def test_many_rows_are_grouped_and_render_fast():
     for i in range(1000):
         for kind, t in (("created", 0.0), ("waiting", 0.0), ("started", i * 0.01), ("finished", i * 0.01 + 0.2)):
             rec.apply(CallEvent(i + 1, kind, t, "generate", f"prompt {i}", "m"))
-    rows = rec.rows()
     start = time.perf_counter()
-    svg = render.to_svg(rows, [], now=10.2)
+    svg = render.to_svg(rec.view(10.2, render.MAX_ROWS))
     took = time.perf_counter() - start
     root = ET.fromstring(svg)
-    assert len(root.findall("{http://www.w3.org/2000/svg}g")) == render.MAX_ROWS - 1
+    assert len(root.findall(ROWS)) == render.MAX_ROWS - 1
     assert "+961 more tasks" in svg
-    assert took < 0.2  # the target is 20 ms (benchmarks/bench_timeline.py); generous here
-    lines = render.to_text(rows, [], now=10.2).splitlines()
-    names = [line.split("|")[0].strip() for line in lines[1:-1]]  # between the title and the summary
+    assert took < 0.05  # about 1 ms (benchmarks/bench_timeline.py); generous here
+    lines = render.to_text(rec.view(10.2, render.MAX_ROWS)).splitlines()
+    names = [line.split("|")[0].strip() for line in lines[1:-2]]  # between the title and the summary, legend
     head = (render.MAX_ROWS - 1) // 2
     assert names[head - 1:head + 2] == [f"generate: prompt {head - 1}", "+961 more tasks",
                                         f"generate: prompt {1000 - (render.MAX_ROWS - 1 - head)}"]
@@ -190,9 +195,9 @@ def test_running_rows_have_their_own_shape_and_waiting_rows_their_wait_so_far():
                          (2, "waiting", 0.0), (3, "created", 0.0), (3, "waiting", 0.0), (3, "started", 0.0),
                          (3, "finished", 1.0)]:
         rec.apply(CallEvent(key, kind, t, "generate", f"p{key}", "m"))
-    root = ET.fromstring(render.to_svg(rec.rows(), [], now=2.0))
+    root = ET.fromstring(render.to_svg(rec.view(2.0, render.MAX_ROWS)))
     ns = "{http://www.w3.org/2000/svg}"
-    heads = {g.get("data-status"): len(g.findall(f"{ns}path")) for g in root.findall(f"{ns}g")}
+    heads = {g.get("data-status"): len(g.findall(f"{ns}path")) for g in root.findall(ROWS)}
     assert heads == {"running": 1, "waiting": 0, "done": 0}  # only the running bar ends in an arrow head
     with Timeline(display=False) as tl:
         t0 = time.perf_counter()
