@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
-from llmnb import Timeline
+import llmnb
+from llmnb import Models, Timeline
 from llmnb.events import CallEvent
-from llmnb.timeline import render
+from llmnb.timeline import render, trace
 from llmnb.timeline.recorder import Recorder
 
 SPAM = "I am a Nigerian prince and will make you very rich!"
@@ -205,3 +211,250 @@ def test_running_rows_have_their_own_shape_and_waiting_rows_their_wait_so_far():
             tl._recorder.apply(CallEvent(1, kind, t0, "generate", "p", "m"))
         time.sleep(0.05)
         assert tl.records()[0]["wait"] >= 0.04  # still waiting: the wait so far, not 0
+
+
+def feed(rec: Recorder, script, model: str = "m") -> None:
+    for key, kind, t, *details in script:
+        rec.apply(CallEvent(key, kind, rec.origin + t, "generate", f"p{key}", model, **(details[0] if details else {})))
+
+
+def test_phases_first_token_progress_and_throttling_in_records_and_picture():
+    with Timeline(display=False) as tl:
+        feed(tl._recorder, [(1, "created", 0.0), (1, "waiting", 0.0), (1, "throttled", 0.1), (1, "started", 0.3),
+                            (1, "first_token", 0.5), (1, "progress", 0.6, {"tokens_out": 4})])
+        running = tl.records()[0]
+        svg_running = tl.to_svg()
+        feed(tl._recorder, [(1, "progress", 0.7, {"tokens_out": 9}), (1, "throttled", 0.8), (1, "started", 1.0),
+                            (1, "finished", 1.5, {"tokens_in": 3, "tokens_out": 20})])
+        done = tl.records()[0]
+    assert running["status"] == "running" and running["tokens_out"] == 4 and running["end"] is None
+    assert ">4 tok</text>" in svg_running  # the running row shows its count so far
+    assert done["status"] == "done" and done["tokens_out"] == 20
+    assert done["start"] == pytest.approx(0.3) and done["end"] == pytest.approx(1.5)
+    assert done["wait"] == pytest.approx(0.1) and done["throttled"] == pytest.approx(0.2 + 0.2)
+    assert done["ttft"] == pytest.approx(0.2) and done["tokens_per_s"] == pytest.approx(20 / 1.0)
+    s = tl.summary()
+    assert s["ttft_median"] == pytest.approx(0.2) and s["throttled"] == pytest.approx(0.4)
+    assert s["busy"] == pytest.approx(1.2 - 0.2)  # running time leaves out the pause for the rate limit
+
+    root = ET.fromstring(tl.to_svg())
+    row = root.find(ROWS)
+    classes = [e.get("class") for e in row if e.get("class")]
+    assert classes.count("llmnb-throttled") == 2 and classes.count("llmnb-before") == 1
+    assert classes.count("llmnb-first-token") == 1 and classes.count("llmnb-wait") == 1
+    tip = row.find(f"{NS}title").text
+    for part in ("generate: p1", "m · done", "0.00 s → 1.50 s", "waited 0.10 s", "ran 1.00 s", "3 tokens in",
+                 "20 tokens out (20/s after the first)", "first token after 0.20 s", "throttled 0.40 s"):
+        assert part in tip, (part, tip)
+    line = tl.to_text().splitlines()[1]
+    assert line.split("|")[1] == "..~~~~~------========~~~~~=============="  # 0.1 s waiting, 0.2 s throttled, ...
+
+
+def test_totals_kept_event_by_event_match_the_rows():
+    """The summary's constant-time totals agree with summing over the rows, whatever the events."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    kinds = st.sampled_from(["waiting", "throttled", "started", "first_token", "finished", "failed", "cancelled"])
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(st.tuples(st.integers(1, 4), kinds, st.floats(0, 1)), max_size=30), st.floats(0, 2))
+    def check(steps, now_extra):
+        rec, t = Recorder(origin=0.0), 0.0
+        for key, kind, dt in steps:
+            t += dt
+            for k in ("created", kind) if key not in {r.key for r in rec.rows()} else (kind,):
+                rec.apply(CallEvent(key, k, t, "generate", "p", "m"))
+        now = t + now_extra
+        rows, s = rec.rows(), rec.summary(now)
+        assert s["busy"] == pytest.approx(sum(r.running_time(now) for r in rows), abs=1e-9)
+        assert s["throttled"] == pytest.approx(sum(r.time_in("throttled", now) for r in rows), abs=1e-9)
+        if rows:
+            last = max(r.end if r.end is not None else now for r in rows)
+            assert s["wall"] == pytest.approx(last - min(r.created for r in rows), abs=1e-9)
+
+    check()
+
+
+def test_a_redraw_touches_only_the_rows_drawn():
+    small, large = Recorder(origin=0.0), Recorder(origin=0.0)
+    for rec, n in ((small, 50), (large, 20_000)):
+        feed(rec, [(i, kind, i * 0.001) for i in range(1, n + 1) for kind in ("created", "waiting", "started")])
+
+    def redraw_ms(rec):
+        start = time.perf_counter()
+        for _ in range(20):
+            render.to_svg(rec.view(30.0, render.MAX_ROWS))
+        return (time.perf_counter() - start) / 20 * 1000
+
+    redraw_ms(small), redraw_ms(large)
+    assert redraw_ms(large) < 3 * redraw_ms(small) + 1  # 400 times the rows, about the same cost
+
+
+def test_track_reports_to_every_listener():
+    seen = []
+
+    async def main():
+        with Timeline(display=False) as tl, llmnb.listen(seen.append):
+            await tl.track(asyncio.sleep(0.01, "ok"), name="nap")
+        return tl
+
+    tl = asyncio.run(main())
+    assert [e.kind for e in seen] == ["created", "started", "finished"] and {e.label for e in seen} == {"nap"}
+    assert [(r["name"], r["status"]) for r in tl.records()] == [("nap", "done")]
+
+
+def test_retries_keep_one_row_from_first_start_to_last_attempt():
+    from fault_server import Fault, FaultServer
+
+    with FaultServer(latency=0.2) as server:
+        server.script(Fault.content("not json at all"))  # the first answer is invalid; the second the schema's
+        model = Models.create("openai:demo", base_url=server.base_url, api_key="k")
+
+        async def main():
+            with Timeline(display=False) as tl:
+                names = await model.extract_async(list[str], "Three names", retries=1)
+            return tl, names
+
+        tl, names = asyncio.run(main())
+        model.close()
+    assert isinstance(names, list) and server.requests == 2
+    (row,) = tl.records()
+    assert row["status"] == "done" and row["method"] == "extract"
+    assert row["start"] < 0.15  # the first attempt's start...
+    assert row["end"] >= row["start"] + 2 * 0.2 - 0.02  # ...to the end of the second, each 0.2 s on the server
+    assert row["tokens_out"] > 0 and row["throttled"] == 0.0
+
+
+def test_first_use_of_the_live_view_does_not_block_the_loop():
+    """A fresh interpreter: importing ipywidgets and making the first widget happen before the
+    timeline's clock and loop probe start, so they never show as the loop blocked."""
+    code = """if True:
+        import asyncio, contextlib, io
+        from llmnb import Timeline
+        async def main():
+            with contextlib.redirect_stdout(io.StringIO()):
+                async with Timeline(display=True) as tl:
+                    await asyncio.sleep(0.3)
+            return tl
+        tl = asyncio.run(main())
+        assert "ipywidgets" in __import__("sys").modules and tl._widget is not None
+        print(repr(tl.lags))
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert out.returncode == 0, out.stderr
+    lags = eval(out.stdout.strip().splitlines()[-1])
+    assert all(b - a < 0.15 for a, b in lags), lags  # importing ipywidgets alone takes longer
+
+
+def nesting(trace: dict) -> dict[int, list[tuple[int, str]]]:
+    """Per track, each complete event's (depth, name) in time order; fails unless the events of a
+    track nest properly (each inside the one it starts in, or after it)."""
+    tracks: dict[int, list[dict]] = {}
+    for e in trace["traceEvents"]:
+        if e["ph"] == "X":
+            tracks.setdefault(e["tid"], []).append(e)
+    out = {}
+    for tid, events in tracks.items():
+        stack, seen = [], []
+        for e in sorted(events, key=lambda e: (e["ts"], -e["dur"])):
+            while stack and e["ts"] >= stack[-1]["ts"] + stack[-1]["dur"]:
+                stack.pop()
+            if stack:
+                assert e["ts"] + e["dur"] <= stack[-1]["ts"] + stack[-1]["dur"], (e, stack[-1])
+            seen.append((len(stack), e["name"]))
+            stack.append(e)
+        out[tid] = seen
+    return out
+
+
+def test_trace_structure_and_nesting():
+    rec = fixed_recorder()
+    data = trace.to_trace(rec.rows(), rec.lags, 4.0, "t", rec.summary(4.0))
+    events = data["traceEvents"]
+    names = {e["tid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert names == {1: "event loop blocked", 2: "extract: Generate 20 names", 3: "classify: I am a prince",
+                     4: "generate: Hello"}
+    assert all(isinstance(e["ts"], int) and isinstance(e["dur"], int) for e in events if e["ph"] == "X")
+    tracks = nesting(data)
+    assert tracks[1] == [(0, "event loop blocked")]
+    assert tracks[2] == [(0, "extract: Generate 20 names"), (1, "running"), (2, "before first token"),
+                         (2, "after first token")]  # no waiting: it got its slot at once
+    assert tracks[3] == [(0, "classify: I am a prince"), (1, "waiting"), (1, "throttled"), (1, "running")]
+    task = next(e for e in events if e["ph"] == "X" and e["tid"] == 3 and e["name"].startswith("classify"))
+    assert (task["ts"], task["dur"]) == (0, 4_000_000)
+    assert task["args"]["status"] == "failed" and task["args"]["throttled_s"] == 1.0 and "HTTP 500" in task["args"]["error"]
+    assert data["otherData"]["tasks"] == 3 and data["otherData"]["ttft_median"] == 0.5 and data["otherData"]["title"] == "t"
+
+
+def test_trace_of_real_overlapping_calls(embedded_model, tmp_path):
+    from llmnb.demo_server import DemoServer
+
+    with DemoServer(latency=0.3) as server:
+        remote = Models.create("openai:demo", base_url=server.base_url, api_key="k")
+
+        async def main():
+            async with Timeline(title="traced") as tl:
+                await asyncio.gather(*(remote.generate_async(f"Hello {i}") for i in range(3)),
+                                     embedded_model.generate_async("Say hi", max_tokens=8))
+            return tl
+
+        tl = asyncio.run(main())
+        remote.close()
+    data = json.loads(tl.save_trace(tmp_path / "t.json").read_text())
+    tracks = nesting(data)
+    tasks = [e for e in data["traceEvents"] if e["ph"] == "X" and e.get("cat") == "task"]
+    assert len(tasks) == 4 and len({e["tid"] for e in tasks}) == 4  # one track each, though they overlap
+    remote_tasks = [e for e in tasks if e["args"]["model"] == "openai:demo"]
+    assert max(e["ts"] for e in remote_tasks) < min(e["ts"] + e["dur"] for e in remote_tasks)  # they overlap
+    for e in tasks:
+        assert [name for depth, name in tracks[e["tid"]] if depth == 1][-1] == "running"
+    assert data["otherData"]["tasks"] == 4 and data["otherData"]["title"] == "traced"
+
+
+def right_edge(row) -> float:
+    return max(float(r.get("x")) + float(r.get("width")) for r in row.iter(f"{NS}rect"))
+
+
+def test_compare_draws_runs_on_one_axis(embedded_model, tmp_path):
+    from llmnb.demo_server import DemoServer
+
+    with DemoServer(latency=0.25) as server:
+        remote = Models.create("openai:demo", base_url=server.base_url, api_key="k")
+
+        async def serial():
+            with Timeline(title="serial") as tl:
+                for i in range(3):
+                    await remote.generate_async(f"Hello {i}")
+            return tl
+
+        async def concurrent():
+            with Timeline(title="concurrent") as tl:
+                await asyncio.gather(*(remote.generate_async(f"Hello {i}") for i in range(3)))
+            return tl
+
+        one, two = asyncio.run(serial()), asyncio.run(concurrent())
+        remote.close()
+    with Timeline(title="embedded") as local:
+        embedded_model.classify(["spam", "not spam"], SPAM)
+    picture = Timeline.compare(one, two, local, title="serial vs concurrent")
+
+    root = ET.fromstring(picture.save_svg(tmp_path / "c.svg").read_text())
+    texts = [t.text or "" for t in root.iter(f"{NS}text")]
+    assert texts[0] == "serial vs concurrent" and {"serial", "concurrent", "embedded"} <= set(texts)
+    assert sum(t.startswith("3 tasks") for t in texts) == 2 and sum(t.startswith("1 tasks") for t in texts) == 1
+    rows = root.findall(ROWS)
+    assert len(rows) == 7
+    serial_end, concurrent_end = right_edge(rows[2]), max(right_edge(r) for r in rows[3:6])
+    plot = render.LABEL_W + render.PAD
+    assert (concurrent_end - plot) < 0.6 * (serial_end - plot)  # the same scale: the concurrent run is shorter
+    ticks = [t for t in texts if t.endswith(" s") and t[:-2].replace(".", "").isdigit()]
+    assert len(ticks) == len(set(ticks)) >= 3  # one axis for all blocks, not one each
+
+    text = picture.to_text()
+    heads = [line for line in text.splitlines() if line.startswith(("serial (", "concurrent (", "embedded ("))]
+    assert len(heads) == 3 and len({h.split("(")[1] for h in heads}) == 1  # the same span in every block
+    assert set(picture._repr_mimebundle_()) == {"text/plain", "text/html"} and repr(picture) == text
+    with pytest.raises(TypeError, match="Timeline objects"):
+        Timeline.compare(one, "two")

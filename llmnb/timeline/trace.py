@@ -51,7 +51,7 @@ def task_events(row: Row, now: float, tid: int) -> list[dict]:
             "tokens_out": row.tokens_out, "error": row.error, "wait_s": row.time_in("waiting", now),
             "throttled_s": row.time_in("throttled", now), "ttft_s": row.ttft(), "tokens_per_s": row.tokens_per_s(now)}
     out = [_complete(row.name, row.created, end, tid, "task", {k: v for k, v in args.items() if v not in (None, "")})]
-    out += [_complete(phase, a, b, tid, "phase") for phase, a, b in row.stretches(now) if phase != "running"]
+    out += [_complete(phase, a, b, tid, "phase") for phase, a, b in row.stretches(now) if phase != "running" and b > a]
     if row.started is not None:
         out.append(_complete("running", row.started, end, tid, "phase"))
         if row.first_token is not None:

@@ -39,7 +39,8 @@ class Timeline:
     """A live picture of the tasks run inside `with Timeline():` (or `async with`).
 
     Every llmnb model call made in the block (and in tasks created there) becomes a row; add any
-    other awaitable with `await timeline.track(aw, name=...)`.
+    other awaitable with `await timeline.track(aw, name=...)`. Afterwards: `records()`, `summary()`,
+    `to_svg()`, `to_text()`, `save_trace(path)` for Perfetto, and `Timeline.compare(a, b)`.
     """
 
     def __init__(self, title: str | None = None, *, display: bool | None = None):
@@ -58,6 +59,7 @@ class Timeline:
     # -- the block ---------------------------------------------------------------------------
     def __enter__(self) -> Timeline:
         show = self._display if self._display is not None else _in_kernel()
+        self._widget = self._handle = None
         if show:  # first-use costs (importing ipywidgets, the first widget) before the clock and the probe start
             self._make_widget()
         self._recorder = Recorder(time.perf_counter())
