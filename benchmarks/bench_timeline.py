@@ -9,7 +9,8 @@
    the live view's render thread redraws the SVG into an ipywidgets.HTML 10 times a second, as
    in a notebook, minus the kernel's messaging), alternated in each round, several rounds in one
    run. The machine is shared and noisy, so each round's ratio to "off" is taken side by side,
-   and the table gives their median and range.
+   and the table gives their median and range; and the render thread's own CPU time over the
+   wall time, the share of the process that drawing takes (steadier than a ratio of walls).
    A whole %%llm_parallel cell in a real kernel is timed by benchmarks/bench_peers.py.
 """
 
@@ -56,43 +57,59 @@ def render_ms(n: int, repeat: int = 30) -> tuple[float, float]:
     return statistics.median(svg), statistics.median(text)
 
 
-async def one_run(model, n: int, mode: str) -> float:
+class Measured(Timeline):
+    """A timeline that keeps its render thread's CPU time: what drawing takes from the calls."""
+
+    draw_cpu = 0.0
+
+    def _paint(self) -> None:
+        super()._paint()
+        self.draw_cpu = time.thread_time()  # the thread's whole CPU time, as it ends
+
+
+async def one_run(model, n: int, mode: str) -> tuple[float, float]:
+    """Wall time (s) of n concurrent calls, and the live view's CPU time (s) when drawn."""
     start = time.perf_counter()
     calls = [model.generate_async("Hello, how are you?") for _ in range(n)]
     if mode == "off":
         await asyncio.gather(*calls)
-    else:
-        # outside a kernel, display() prints the first and final pictures: not what is measured
-        with contextlib.redirect_stdout(io.StringIO()), Timeline(display=mode == "drawn"):
-            await asyncio.gather(*calls)
-    return time.perf_counter() - start
+        return time.perf_counter() - start, 0.0
+    # outside a kernel, display() prints the first and final pictures: not what is measured
+    with contextlib.redirect_stdout(io.StringIO()), Measured(display=mode == "drawn") as tl:
+        await asyncio.gather(*calls)
+    return time.perf_counter() - start, tl.draw_cpu
 
 
 MODES = ("off", "recorded", "drawn")
 
 
-def overhead(n: int, rounds: int) -> dict[str, list[float]]:
-    """Per mode, each round's wall time (s)."""
+def overhead(n: int, rounds: int) -> dict[str, list[tuple[float, float]]]:
+    """Per mode, each round's (wall time, drawing CPU time), in seconds."""
     with DemoServer(latency=0.2) as server:
         model = Models.create("openai:demo", base_url=server.base_url, max_concurrency=n)
 
         async def main():
             await one_run(model, n, "off")  # warm up: connections, client
-            walls = {mode: [] for mode in MODES}
+            runs = {mode: [] for mode in MODES}
             for _ in range(rounds):
                 for mode in MODES:
-                    walls[mode].append(await one_run(model, n, mode))
-            return walls
+                    runs[mode].append(await one_run(model, n, mode))
+            return runs
 
-        walls = asyncio.run(main())
+        runs = asyncio.run(main())
         model.close()
-        return walls
+        return runs
 
 
-def ratio(walls: dict[str, list[float]], mode: str) -> str:
-    """The median of the rounds' ratios to "off" in the same round, with their range."""
-    ratios = [w / off for w, off in zip(walls[mode], walls["off"])]
+def ratio(runs: dict[str, list[tuple[float, float]]], mode: str) -> str:
+    """The median of the rounds' wall ratios to "off" in the same round, with their range."""
+    ratios = [wall / off for (wall, _), (off, _) in zip(runs[mode], runs["off"])]
     return f"{statistics.median(ratios):.3f} ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
+def draw_share(runs: dict[str, list[tuple[float, float]]]) -> str:
+    """The live view's CPU time as a share of the drawn run's wall time (median over rounds)."""
+    return f"{statistics.median(cpu / wall for wall, cpu in runs['drawn']) * 100:.1f} %"
 
 
 SIZES = {10: 7, 100: 7, 1000: 5, 5000: 3}  # calls: rounds
@@ -104,11 +121,12 @@ def main() -> None:
         svg, text = render_ms(n)
         lines.append(f"| {n} | {svg:.2f} | {text:.2f} |")
     lines += ["", "| concurrent calls, 200 ms server latency | rounds | off: wall (s, median) | recorded / off"
-                  " | drawn live / off |", "|---:|---:|---:|---:|---:|"]
+                  " | drawn live / off | drawing's CPU / wall |", "|---:|---:|---:|---:|---:|---:|"]
     for n, rounds in SIZES.items():
-        walls = overhead(n, rounds)
-        lines.append(f"| {n} | {rounds} | {statistics.median(walls['off']):.3f} | {ratio(walls, 'recorded')}"
-                     f" | {ratio(walls, 'drawn')} |")
+        runs = overhead(n, rounds)
+        off = statistics.median(wall for wall, _ in runs["off"])
+        lines.append(f"| {n} | {rounds} | {off:.3f} | {ratio(runs, 'recorded')} | {ratio(runs, 'drawn')}"
+                     f" | {draw_share(runs)} |")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}"
     report = "\n".join([f"Timeline cost, `python benchmarks/bench_timeline.py` ({machine}); ratios: the median of"
                         " each round's ratio to off, with their range", "", *lines, ""])

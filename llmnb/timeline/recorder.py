@@ -14,7 +14,7 @@ import bisect
 import math
 import threading
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from ..events import ENDS, CallEvent
 
@@ -83,7 +83,10 @@ class Row:
         return self.tokens_out / after if after > 0 else None
 
     def copy(self) -> Row:
-        return replace(self, phases=list(self.phases), spent=dict(self.spent))
+        # a redraw copies the rows it draws: by their __dict__, several times faster than replace()
+        row = object.__new__(Row)
+        row.__dict__.update(self.__dict__, phases=list(self.phases), spent=dict(self.spent))
+        return row
 
 
 @dataclass

@@ -235,7 +235,7 @@ def _block_height(view: View) -> int:
 def _svg_row(row: Row, y: float, x, now: float) -> str:
     end = _end(row, now)
     parts = [f'<g class="llmnb-row" data-status="{row.status}"><title>{escape(hover(row, now))}</title>',
-             f'<text x="{PAD}" y="{y + 12}" fill="currentColor">{escape(_cut(row.name, 34))}</text>']
+             f'<text x="{PAD}" y="{y + 12}" fill="currentColor">{escape(_cut(row.name, 30))}</text>']
     if row.tokens_out is not None:  # grows while the call runs, from its progress events
         parts.append(f'<text class="llmnb-tokens" x="{LABEL_W}" y="{y + 12}" text-anchor="end" fill="currentColor"'
                      f' fill-opacity="0.7">{row.tokens_out} tok</text>')
