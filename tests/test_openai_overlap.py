@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -74,3 +75,23 @@ def test_models_made_again_and_again_never_stall(server):
 
     walls = asyncio.run(main())
     assert max(walls) < 2.5, walls  # a stall is a whole timeout (5 s); a round takes about 0.2 s
+
+
+def test_the_first_call_does_not_block_the_loop(server):
+    """Making the HTTP client (the SDK's imports, TLS set-up: 0.2-0.4 s) happens when the model is
+    created, or in a worker thread for another loop: never on the loop during a call."""
+    made_on = []
+    model = Models.create("openai:demo", base_url=server.base_url)
+    make = model.backend._clients._make
+    model.backend._clients._make = lambda: made_on.append(threading.current_thread()) or make()
+
+    async def first_calls():
+        with Timeline(display=False) as tl:
+            await model.generate_async("Hello")
+        return tl, threading.current_thread()
+
+    tl, loop_thread = asyncio.run(first_calls())  # takes the client made with the model
+    assert made_on == [] and sum(end - start for start, end in tl.lags) < 0.15, tl.lags
+    tl, loop_thread = asyncio.run(first_calls())  # another loop: its client is made off the loop
+    assert len(made_on) == 1 and made_on[0] is not loop_thread
+    assert sum(end - start for start, end in tl.lags) < 0.15, tl.lags

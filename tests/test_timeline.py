@@ -95,7 +95,7 @@ def test_many_rows_are_grouped_and_render_fast():
     root = ET.fromstring(svg)
     assert len(root.findall(ROWS)) == render.MAX_ROWS - 1
     assert "+961 more tasks" in svg
-    assert took < 0.05  # about 1 ms (benchmarks/bench_timeline.py); generous here
+    assert took < 0.2  # 1-2 ms in benchmarks/bench_timeline.py; generous here for a busy machine
     lines = render.to_text(rec.view(10.2, render.MAX_ROWS)).splitlines()
     names = [line.split("|")[0].strip() for line in lines[1:-2]]  # between the title and the summary, legend
     head = (render.MAX_ROWS - 1) // 2

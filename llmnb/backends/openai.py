@@ -1,21 +1,28 @@
 """Any OpenAI-compatible chat server, through `openai.AsyncOpenAI`.
 
-Request building and response parsing are pure functions; `OpenAIBackend.complete` holds the few
-lines of I/O and the one retry layer of llmnb (the SDK's own retries are switched off, so retries
-never multiply).
+Request building and response parsing are pure functions. A call goes through layers, each with
+one policy: `complete` (turns a failure into `ModelCallError`) -> `_complete_in_mode` (which
+structured-output mode) -> `_retrying` (llmnb's one retry layer; the SDK's own retries are
+switched off, so retries never multiply) -> `_send_once` (one request).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import itertools
 import json
 import random
 import weakref
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from ..errors import ModelCallError
 from .base import Backend, Completion, PerLoop, Request
+
+T = TypeVar("T")
 
 # Statuses worth another try: the request may succeed unchanged a moment later.
 RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -60,6 +67,29 @@ def refuses_json_schema(status: int | None, message: str) -> bool:
     return status in SCHEMA_REFUSED or (status == 500 and any(w in message for w in FORMAT_WORDS))
 
 
+def refused(error: Exception) -> bool:
+    return refuses_json_schema(getattr(error, "status_code", None), getattr(error, "message", ""))
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed request, described: for the error message and the decision to retry."""
+
+    text: str  # what went wrong, short and without the API key
+    status: int | None = None  # the HTTP status, when there was one
+    retryable: bool = False  # whether the same request may succeed a moment later
+    retry_after: str | None = None  # the server's Retry-After header
+
+
+class Failed(Exception):
+    """The sending layer gave up: the failure, the SDK's error and how many requests were made.
+    Internal: `complete` turns it into a `ModelCallError`."""
+
+    def __init__(self, failure: Failure, error: Exception, attempts: int):
+        super().__init__()  # no text: the error's may hold what the server echoed
+        self.failure, self.error, self.attempts = failure, error, attempts
+
+
 def parse_response(response: Any) -> Completion:
     if not response.choices:
         raise ModelCallError("the server answered with no choices; check that the model name is right")
@@ -82,14 +112,56 @@ def retry_delay(attempt: int, retry_after: str | None) -> float:
     return min(0.5 * 2 ** (attempt - 1), MAX_BACKOFF) * random.uniform(0.8, 1.2)
 
 
-def close_clients(clients: PerLoop) -> None:
-    """Close every client of `clients` on its own loop, from any thread; forget them."""
-    for loop, client in clients.drain():
-        if not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: its sockets went with it
-                # The coroutine is made on the loop, so a loop that stops before running this
-                # leaves no never-awaited coroutine behind (a RuntimeWarning at exit).
-                loop.call_soon_threadsafe(lambda loop=loop, client=client: loop.create_task(client.close()))
+class Clients:
+    """The backend's HTTP clients, one per event loop, made so that no loop waits for one.
+
+    Making an `AsyncOpenAI` client took 0.2-0.4 s the first time (the SDK imports its modules and
+    sets up TLS) and 50-100 ms after (TLS again); made on a loop at the first call, that blocked
+    every task on the loop and showed on the timeline. So one client is made, its modules loaded,
+    with the model; the first loop that calls takes it. Another loop (the private one of the sync
+    methods, say) gets its own made in a worker thread, off the loop. Entries are futures, so the
+    calls that start together on a new loop share one client.
+    """
+
+    def __init__(self, make: Callable[[], Any]):
+        self._make = make
+        self._spare = [loaded(make())]
+        self._per_loop: PerLoop[asyncio.Future] = PerLoop(self._for_this_loop)
+
+    async def get(self) -> Any:
+        return await self._per_loop.get()
+
+    def _for_this_loop(self) -> asyncio.Future:
+        try:
+            client = self._spare.pop()
+        except IndexError:  # the spare went to another loop
+            return asyncio.ensure_future(asyncio.to_thread(lambda: loaded(self._make())))
+        made = asyncio.get_running_loop().create_future()
+        made.set_result(client)
+        return made
+
+    def close(self) -> None:
+        """Close every client on its own loop, from any thread; forget them."""
+        for loop, made in self._per_loop.drain():
+            if not loop.is_closed():
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: its sockets went with it
+                    loop.call_soon_threadsafe(made.add_done_callback, close_made)
+
+
+def close_made(made: asyncio.Future) -> None:
+    """Runs on the client's loop, so a loop that stops before running the close leaves no
+    never-awaited coroutine behind (a RuntimeWarning at exit)."""
+    if not made.cancelled() and made.exception() is None:
+        asyncio.ensure_future(made.result().close())
+
+
+def loaded(client: Any) -> Any:
+    """`client` with the modules its first request needs already imported (0.1-0.2 s)."""
+    client.chat.completions  # noqa: B018 (the SDK imports its resource modules on first access)
+    # The network layer loads anyio's asyncio backend at its first request, whoever made the client.
+    with contextlib.suppress(ImportError):
+        importlib.import_module("anyio._backends._asyncio")
+    return client
 
 
 class OpenAIBackend(Backend):
@@ -115,16 +187,17 @@ class OpenAIBackend(Backend):
         self.schema_mode: str | None = None  # decided by the first structured call
         # The key goes to the clients and is kept privately only to scrub it from error text;
         # no repr or message shows it.
-        self._clients = PerLoop(
+        self._clients = Clients(
             lambda: openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout)
         )
         self._slots = PerLoop(lambda: asyncio.Semaphore(max_concurrency))
         self._secret = api_key
+        self._errors = (openai.APIError, json.JSONDecodeError, TimeoutError)  # what a retry may cure
         # A client left to the garbage collector with its connections open made concurrent
         # requests on new connections hang until their timeout (2 of 30 rounds of 10 calls with
         # a new model each time, as a notebook cell run again makes; none when closed or with gc
         # off). So a dropped backend closes its clients, each on its own loop.
-        self._finalizer = weakref.finalize(self, close_clients, self._clients)
+        self._finalizer = weakref.finalize(self, self._clients.close)
         self._finalizer.atexit = False  # at exit the loops are gone or stopped: nothing to close on
 
     def __repr__(self) -> str:
@@ -136,62 +209,88 @@ class OpenAIBackend(Backend):
 
     def close(self) -> None:
         """Close the HTTP clients (on their loops); a later call opens a new one."""
-        close_clients(self._clients)
+        self._clients.close()
 
     async def complete(self, request: Request) -> Completion:
-        client = self._clients.get()
-        mode = self.schema_mode or "json_schema"
-        refusal: Exception | None = None  # a json_schema request the server refused, while JSON mode is tried
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                async with asyncio.timeout(self.timeout):
-                    response = await client.chat.completions.create(**build_request(self.model, request, mode))
-            except (self._openai.APIError, json.JSONDecodeError, TimeoutError) as e:
-                error = e
-            else:
-                if request.schema is not None and self.schema_mode is None:
-                    self.schema_mode = mode  # remembered only once a structured call has worked
-                return parse_response(response)
-            refused = refuses_json_schema(getattr(error, "status_code", None), getattr(error, "message", ""))
-            if request.schema is not None and self.schema_mode is None and refusal is None and refused:
-                # Maybe a server without json_schema: try JSON mode once, unpaid. If that fails too,
-                # the refusal was a real error (a passing 500 on OpenAI must not switch modes).
-                mode, refusal = "json_object", error
-                attempt -= 1
-                continue
-            what, status, retryable, retry_after = self._describe(error)
-            if refusal is not None:  # JSON mode failed too
-                if not retryable:  # refused as well: the first refusal was the server's real answer
-                    mode, error = "json_schema", refusal
-                    what, status, retryable, retry_after = self._describe(error)
-                refusal = None  # a passing fault (429, timeout) retries in JSON mode
-            if not retryable or attempt > self.max_retries:
-                where = f" at {self.base_url}" if self.base_url else ""
-                # The SDK's error keeps the server's text whole; a server that echoes the key
-                # would leak it through the chained cause, so such a cause is dropped.
-                leaks = self._secret in f"{error} {getattr(error, 'body', '')}"
-                raise ModelCallError(
-                    f"{self.name}{where}: {what}, after {attempt} attempt(s) (max_retries={self.max_retries})",
-                    status=status,
-                    attempts=attempt,
-                ) from (None if leaks else error)
-            await asyncio.sleep(retry_delay(attempt, retry_after))
+        try:
+            return await self._complete_in_mode(request)
+        except Failed as e:
+            failed = e
+        # Raised outside the handler, so the only chained error is the SDK's (or none).
+        raise self._call_error(failed)
 
-    def _describe(self, error: Exception) -> tuple[str, int | None, bool, str | None]:
-        """What went wrong, for the message: (text, HTTP status, worth retrying, Retry-After)."""
+    async def _complete_in_mode(self, request: Request) -> Completion:
+        """The structured-output layer: which `response_format` a request is sent with."""
+        if request.schema is None or self.schema_mode is not None:
+            return await self._send(build_request(self.model, request, self.schema_mode or "json_schema"))
+        # The first structured call finds out whether the server takes json_schema. A refusal gets
+        # one try in JSON mode; if that fails too for a reason not worth retrying, the refusal was
+        # the server's real answer (a passing 500 on OpenAI must not switch modes).
+        try:
+            completion = await self._send(build_request(self.model, request, "json_schema"), give_up=refused)
+            mode = "json_schema"
+        except Failed as refusal:
+            if not refused(refusal.error):
+                raise
+            try:
+                completion = await self._send(build_request(self.model, request, "json_object"))
+            except Failed as failed:
+                raise (failed if failed.failure.retryable else refusal) from None
+            mode = "json_object"
+        self.schema_mode = mode  # remembered only once a structured call has worked
+        return completion
+
+    async def _send(self, kwargs: dict[str, Any], *, give_up: Callable[[Exception], bool] = lambda error: False) -> Completion:
+        return await self._retrying(lambda: self._send_once(kwargs), give_up)
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]], give_up: Callable[[Exception], bool]) -> T:
+        """The retry layer: run `attempt` (one request) until it succeeds, fails in a way not worth
+        retrying (or that `give_up` names), or max_retries is spent; then raise `Failed`."""
+        for attempts in itertools.count(1):
+            # Every request, first or retried, is sent from here: a rate limit waits just before.
+            try:
+                return await attempt()
+            except self._errors as e:
+                error = e
+            failure = self._describe(error)
+            if not failure.retryable or attempts > self.max_retries or give_up(error):
+                raise Failed(failure, error, attempts)
+            await asyncio.sleep(retry_delay(attempts, failure.retry_after))
+
+    async def _send_once(self, kwargs: dict[str, Any]) -> Completion:
+        """One request, bounded by the timeout as a whole (a body that trickles in counts too)."""
+        client = await self._clients.get()
+        async with asyncio.timeout(self.timeout):
+            response = await client.chat.completions.create(**kwargs)
+        return parse_response(response)
+
+    def _call_error(self, failed: Failed) -> ModelCallError:
+        where = f" at {self.base_url}" if self.base_url else ""
+        error = ModelCallError(
+            f"{self.name}{where}: {failed.failure.text}, after {failed.attempts} attempt(s) (max_retries={self.max_retries})",
+            status=failed.failure.status,
+            attempts=failed.attempts,
+        )
+        # The SDK's error keeps the server's text whole; a server that echoes the key would leak
+        # it through the chained cause, so such a cause is dropped.
+        leaks = self._secret in f"{failed.error} {getattr(failed.error, 'body', '')}"
+        error.__cause__ = None if leaks else failed.error
+        error.__suppress_context__ = True
+        return error
+
+    def _describe(self, error: Exception) -> Failure:
         openai = self._openai
         if isinstance(error, openai.APIStatusError):
             status = error.status_code
-            return f"HTTP {status}: {self._clean(error.message)}", status, status in RETRYABLE, error.response.headers.get("retry-after")
+            return Failure(f"HTTP {status}: {self._clean(error.message)}", status, status in RETRYABLE,
+                           error.response.headers.get("retry-after"))
         if isinstance(error, (TimeoutError, openai.APITimeoutError)):
-            return f"no answer within timeout={self.timeout}s", None, True, None
+            return Failure(f"no answer within timeout={self.timeout}s", retryable=True)
         if isinstance(error, openai.APIConnectionError):
-            return "connection failed", None, True, None
+            return Failure("connection failed", retryable=True)
         if isinstance(error, (json.JSONDecodeError, openai.APIResponseValidationError)):
-            return "the server's answer was not valid JSON", None, True, None
-        return f"{type(error).__name__}: {self._clean(str(error))}", None, False, None
+            return Failure("the server's answer was not valid JSON", retryable=True)
+        return Failure(f"{type(error).__name__}: {self._clean(str(error))}")
 
     def _clean(self, text: str) -> str:
         """Error text from a server, short and without the API key (some servers echo it)."""
