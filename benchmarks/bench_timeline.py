@@ -38,7 +38,8 @@ def rows(n: int):
     rec = Recorder(origin=0.0)
     for i in range(n):
         for kind, t in (("created", 0.0), ("waiting", 0.0), ("started", i * 0.002), ("finished", i * 0.002 + 0.2)):
-            rec.apply(CallEvent(i + 1, kind, t, "generate", f"prompt number {i}", "m", tokens_out=10 if kind == "finished" else None))
+            tokens = 10 if kind == "finished" else None
+            rec.apply(CallEvent(i + 1, kind, t, "generate", f"prompt number {i}", "m", tokens_out=tokens))
     return rec
 
 
@@ -103,7 +104,7 @@ def overhead(n: int, rounds: int) -> dict[str, list[tuple[float, float]]]:
 
 def ratio(runs: dict[str, list[tuple[float, float]]], mode: str) -> str:
     """The median of the rounds' wall ratios to "off" in the same round, with their range."""
-    ratios = [wall / off for (wall, _), (off, _) in zip(runs[mode], runs["off"])]
+    ratios = [wall / off for (wall, _), (off, _) in zip(runs[mode], runs["off"], strict=True)]
     return f"{statistics.median(ratios):.3f} ({min(ratios):.2f}-{max(ratios):.2f})"
 
 

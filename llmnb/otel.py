@@ -85,7 +85,8 @@ class OtelListener:
 
     def _close_phase(self, call: _Open, t: float) -> None:
         if call.phase is not None:
-            call.span.add_event(f"llmnb.{call.phase}", {"llmnb.duration_s": t - call.since}, timestamp=self._ns(call.since))
+            call.span.add_event(f"llmnb.{call.phase}", {"llmnb.duration_s": t - call.since},
+                                timestamp=self._ns(call.since))
             call.phase = None
 
     def _end(self, span: Span, event: CallEvent) -> None:

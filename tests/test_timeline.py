@@ -62,7 +62,8 @@ def test_text_form_exact():
         " 5 tokens out (3.33/s after the first), first token after 0.50 s",
         "classify: I am a prince                |..........~~~~~~~~~~====================|   0.00 ->   4.00 s failed,"
         " throttled 1.00 s, ModelCallError: HTTP 500",
-        "generate: Hello                        |          .....................         |   1.00 ->   3.00 s cancelled",
+        "generate: Hello                        |          .....................         |   1.00 ->   3.00 s"
+        " cancelled",
         "event loop blocked                     |     ######                             | 0.50 s in all",
         "3 tasks, 1 failed, 1 cancelled · wall 4.00 s · sum of task times 4.00 s · median first token 0.50 s"
         " · throttled 1.00 s · ratio 1.00x",
@@ -384,8 +385,9 @@ def test_trace_structure_and_nesting():
     assert tracks[3] == [(0, "classify: I am a prince"), (1, "waiting"), (1, "throttled"), (1, "running")]
     task = next(e for e in events if e["ph"] == "X" and e["tid"] == 3 and e["name"].startswith("classify"))
     assert (task["ts"], task["dur"]) == (0, 4_000_000)
-    assert task["args"]["status"] == "failed" and task["args"]["throttled_s"] == 1.0 and "HTTP 500" in task["args"]["error"]
-    assert data["otherData"]["tasks"] == 3 and data["otherData"]["ttft_median"] == 0.5 and data["otherData"]["title"] == "t"
+    args, meta = task["args"], data["otherData"]
+    assert args["status"] == "failed" and args["throttled_s"] == 1.0 and "HTTP 500" in args["error"]
+    assert meta["tasks"] == 3 and meta["ttft_median"] == 0.5 and meta["title"] == "t"
 
 
 def test_trace_of_real_overlapping_calls(embedded_model, tmp_path):

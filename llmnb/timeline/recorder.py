@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import statistics
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -67,7 +68,7 @@ class Row:
     def stretches(self, now: float) -> list[tuple[str, float, float]]:
         """(phase, start, end) of each stretch, in order; the last one ends at the row's end or `now`."""
         ends = [t for _, t in self.phases[1:]] + [self.end if self.end is not None else now]
-        return [(phase, since, until) for (phase, since), until in zip(self.phases, ends)]
+        return [(phase, since, until) for (phase, since), until in zip(self.phases, ends, strict=True)]
 
     def ttft(self) -> float | None:
         """Seconds from the (first) start to the first output token, None when unknown."""
@@ -243,8 +244,7 @@ class Recorder:
         last = max(self._last_end, now) if self._open else self._last_end
         wall = max(last - self._order[0].created, 0.0)
         busy = self.total("running", now)
-        n = len(self._ttfts)
-        median = None if not n else (self._ttfts[n // 2] if n % 2 else (self._ttfts[n // 2 - 1] + self._ttfts[n // 2]) / 2)
+        median = statistics.median(self._ttfts) if self._ttfts else None  # kept sorted: a linear pass
         return {"tasks": len(self._order), "wall": wall, "busy": busy, "speedup": busy / wall if wall > 0 else 0.0,
                 "ttft_median": median, "throttled": self.total("throttled", now)}
 

@@ -95,7 +95,8 @@ def hover(row: Row, now: float) -> str:
     end = f"{row.end:.2f} s" if row.end is not None else "still running"
     tokens_in = f"{row.tokens_in} tokens in" if row.tokens_in is not None else ""
     lines = [row.name, " · ".join(x for x in (row.model, row.status) if x),
-             f"{row.created:.2f} s → {end}", f"waited {row.time_in('waiting', now):.2f} s · ran {row.running_time(now):.2f} s",
+             f"{row.created:.2f} s → {end}",
+             f"waited {row.time_in('waiting', now):.2f} s · ran {row.running_time(now):.2f} s",
              *([tokens_in] if tokens_in else []), *details(row, now)]
     return "\n".join(lines)
 
@@ -130,10 +131,11 @@ def text(blocks: list[Block]) -> str:
             lines.append(f"{row.name[:38]:<38} |{bar(marks)}| {row.created:6.2f} -> {end} {row.status}{extra}")
             if hidden and n == len(shown) // 2 - 1:
                 group = bar([("*", hidden.start, hidden.end)])
-                lines.append(f"{'+%d more tasks' % hidden.count:<38} |{group}|")
+                lines.append(f"{f'+{hidden.count} more tasks':<38} |{group}|")
         if view.lags:
             total = sum(b - a for a, b in view.lags)
-            lines.append(f"{'event loop blocked':<38} |{bar([('#', a, b) for a, b in view.lags])}| {total:.2f} s in all")
+            blocked = bar([("#", a, b) for a, b in view.lags])
+            lines.append(f"{'event loop blocked':<38} |{blocked}| {total:.2f} s in all")
         lines.append(summary_line(view))
     lines.append(TEXT_LEGEND)
     return "\n".join(lines)
@@ -163,12 +165,14 @@ def svg(blocks: list[Block], heading: str) -> str:
     height = y + 22
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}"'
            ' font-family="sans-serif" font-size="11" style="color: inherit">', _DEFS,
-           f'<text x="{PAD}" y="16" font-size="13" font-weight="bold" fill="currentColor">{escape(_cut(heading, 100))}</text>',
+           f'<text x="{PAD}" y="16" font-size="13" font-weight="bold" fill="currentColor">'
+           f'{escape(_cut(heading, 100))}</text>',
            _legend()]
     step = nice_step(span)
     for i in range(int(span / step) + 1):
         t = i * step
-        out.append(f'<line x1="{x(t):.1f}" y1="{TOP - 4}" x2="{x(t):.1f}" y2="{y}" stroke="currentColor" stroke-opacity="0.15"/>'
+        out.append(f'<line x1="{x(t):.1f}" y1="{TOP - 4}" x2="{x(t):.1f}" y2="{y}" stroke="currentColor"'
+                   ' stroke-opacity="0.15"/>'
                    f'<text x="{x(t):.1f}" y="{y + 13}" text-anchor="middle" fill="currentColor">{t:g} s</text>')
     out += body
     out.append("</svg>")
@@ -189,7 +193,8 @@ def _legend() -> str:
     bar = 'x="0" y="24" width="10" height="10"'
     items = [("waiting", f'<rect {bar} fill="url(#llmnb-wait)"/>', 58),
              ("throttled", f'<rect {bar} fill="url(#llmnb-throttle)" stroke="{COLOURS["throttled"]}"/>', 66),
-             ("to first token", f'<rect x="0" y="26" width="10" height="6" fill="{COLOURS["done"]}" fill-opacity="0.45"/>'
+             ("to first token", f'<rect x="0" y="26" width="10" height="6" fill="{COLOURS["done"]}"'
+                                ' fill-opacity="0.45"/>'
                                 '<line x1="10" y1="23" x2="10" y2="35" stroke="currentColor" stroke-width="1.5"/>', 88),
              ("running", f'<rect {bar} fill="{COLOURS["running"]}"/>', 62),
              ("done", f'<rect {bar} fill="{COLOURS["done"]}"/>', 46),
@@ -198,7 +203,8 @@ def _legend() -> str:
              ("loop blocked", f'<rect {bar} fill="{COLOURS["lag"]}" fill-opacity="0.4"/>', 80)]
     out, lx = ['<g class="llmnb-legend">'], PAD
     for label, markup, w in items:
-        out.append(f'<g transform="translate({lx},0)">{markup}<text x="14" y="33" fill="currentColor">{label}</text></g>')
+        out.append(f'<g transform="translate({lx},0)">{markup}'
+                   f'<text x="14" y="33" fill="currentColor">{label}</text></g>')
         lx += w
     out.append("</g>")
     return "".join(out)
@@ -209,16 +215,18 @@ def _block(out: list[str], view: View, y: float, x) -> float:
     top = y
     for a, b in view.lags:
         out.append(f'<rect x="{x(a):.1f}" y="{top}" width="{max(x(b) - x(a), 1):.1f}" height="{_block_height(view)}"'
-                   f' fill="{COLOURS["lag"]}" fill-opacity="0.25"><title>event loop blocked {a:.2f}-{b:.2f} s</title></rect>')
+                   f' fill="{COLOURS["lag"]}" fill-opacity="0.25">'
+                   f'<title>event loop blocked {a:.2f}-{b:.2f} s</title></rect>')
     shown, hidden = view.rows, view.hidden
     for n, row in enumerate(shown):
         out.append(_svg_row(row, y, x, view.now))
         y += ROW_H
         if hidden and n == len(shown) // 2 - 1:
-            out.append(f'<text x="{PAD}" y="{y + 12}" fill="currentColor" font-style="italic">+{hidden.count} more tasks</text>'
-                       f'<rect x="{x(hidden.start):.1f}" y="{y + 4}" width="{max(x(hidden.end) - x(hidden.start), 1):.1f}"'
-                       f' height="{ROW_H - 8}" fill="currentColor" fill-opacity="0.25"><title>{hidden.count} tasks grouped'
-                       '</title></rect>')
+            out.append(f'<text x="{PAD}" y="{y + 12}" fill="currentColor" font-style="italic">'
+                       f'+{hidden.count} more tasks</text>'
+                       f'<rect x="{x(hidden.start):.1f}" y="{y + 4}"'
+                       f' width="{max(x(hidden.end) - x(hidden.start), 1):.1f}" height="{ROW_H - 8}"'
+                       f' fill="currentColor" fill-opacity="0.25"><title>{hidden.count} tasks grouped</title></rect>')
             y += ROW_H
     if view.lags:
         total = sum(b - a for a, b in view.lags)
@@ -256,12 +264,14 @@ def _svg_row(row: Row, y: float, x, now: float) -> str:
             parts.append(f'<rect class="llmnb-bar" x="{left}" y="{y + 3}" width="{max(x(b) - x(a), 1.5):.1f}"'
                          f' height="{ROW_H - 6}" fill="{colour}"{dash}/>')
     if row.first_token is not None:
-        parts.append(f'<line class="llmnb-first-token" x1="{x(row.first_token):.1f}" y1="{y + 1}" x2="{x(row.first_token):.1f}"'
+        tick = f"{x(row.first_token):.1f}"
+        parts.append(f'<line class="llmnb-first-token" x1="{tick}" y1="{y + 1}" x2="{tick}"'
                      f' y2="{y + ROW_H - 1}" stroke="currentColor" stroke-width="1.5"/>')
     cx, cy = x(end), y + ROW_H / 2
     if row.status == "running":  # shape as well as colour: a running bar ends in an arrow head
         parts.append(f'<path d="M{cx:.1f},{cy - 6:.1f}l6,6l-6,6z" fill="{COLOURS["running"]}"/>')
     if row.status == "failed":
-        parts.append(f'<path d="M{cx - 4:.1f},{cy - 4:.1f}l8,8m0,-8l-8,8" stroke="{COLOURS["failed"]}" stroke-width="2"/>')
+        parts.append(f'<path d="M{cx - 4:.1f},{cy - 4:.1f}l8,8m0,-8l-8,8" stroke="{COLOURS["failed"]}"'
+                     ' stroke-width="2"/>')
     parts.append("</g>")
     return "".join(parts)
