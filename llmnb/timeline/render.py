@@ -189,23 +189,23 @@ _DEFS = (
 
 
 def _legend() -> str:
-    """One line of swatches, each drawn as its bars are: a swatch is (label, markup at x=0, width)."""
+    """One line of swatches, each drawn as its bars are: (label, markup at x=0)."""
     bar = 'x="0" y="24" width="10" height="10"'
-    items = [("waiting", f'<rect {bar} fill="url(#llmnb-wait)"/>', 58),
-             ("throttled", f'<rect {bar} fill="url(#llmnb-throttle)" stroke="{COLOURS["throttled"]}"/>', 66),
+    items = [("waiting", f'<rect {bar} fill="url(#llmnb-wait)"/>'),
+             ("throttled", f'<rect {bar} fill="url(#llmnb-throttle)" stroke="{COLOURS["throttled"]}"/>'),
              ("to first token", f'<rect x="0" y="26" width="10" height="6" fill="{COLOURS["done"]}"'
                                 ' fill-opacity="0.45"/>'
-                                '<line x1="10" y1="23" x2="10" y2="35" stroke="currentColor" stroke-width="1.5"/>', 88),
-             ("running", f'<rect {bar} fill="{COLOURS["running"]}"/>', 62),
-             ("done", f'<rect {bar} fill="{COLOURS["done"]}"/>', 46),
-             ("failed", f'<rect {bar} fill="{COLOURS["failed"]}"/>', 50),
-             ("cancelled", f'<rect {bar} fill="{COLOURS["cancelled"]}"{DASH}/>', 70),
-             ("loop blocked", f'<rect {bar} fill="{COLOURS["lag"]}" fill-opacity="0.4"/>', 80)]
+                                '<line x1="10" y1="23" x2="10" y2="35" stroke="currentColor" stroke-width="1.5"/>'),
+             ("running", f'<rect {bar} fill="{COLOURS["running"]}"/>'),
+             ("done", f'<rect {bar} fill="{COLOURS["done"]}"/>'),
+             ("failed", f'<rect {bar} fill="{COLOURS["failed"]}"/>'),
+             ("cancelled", f'<rect {bar} fill="{COLOURS["cancelled"]}"{DASH}/>'),
+             ("loop blocked", f'<rect {bar} fill="{COLOURS["lag"]}" fill-opacity="0.4"/>')]
     out, lx = ['<g class="llmnb-legend">'], PAD
-    for label, markup, w in items:
+    for label, markup in items:
         out.append(f'<g transform="translate({lx},0)">{markup}'
                    f'<text x="14" y="33" fill="currentColor">{label}</text></g>')
-        lx += w
+        lx += 26 + 6 * len(label)  # room for the label at 11 px
     out.append("</g>")
     return "".join(out)
 
