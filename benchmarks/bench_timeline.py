@@ -95,11 +95,10 @@ def overhead(n: int, rounds: int) -> dict[str, list[tuple[float, float]]]:
             for _ in range(rounds):
                 for mode in MODES:
                     runs[mode].append(await one_run(model, n, mode))
+            model.close()  # on its loop, before the loop closes
             return runs
 
-        runs = asyncio.run(main())
-        model.close()
-        return runs
+        return asyncio.run(main())
 
 
 def ratio(runs: dict[str, list[tuple[float, float]]], mode: str) -> str:

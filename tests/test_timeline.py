@@ -269,6 +269,7 @@ def test_totals_kept_event_by_event_match_the_rows():
                 rec.apply(CallEvent(key, k, t, "generate", "p", "m"))
         now = t + now_extra
         rows, s = rec.rows(), rec.summary(now)
+        render.to_svg(rec.view(now, render.MAX_ROWS)), render.to_text(rec.view(now, render.MAX_ROWS))  # any state draws
         assert s["busy"] == pytest.approx(sum(r.running_time(now) for r in rows), abs=1e-9)
         assert s["throttled"] == pytest.approx(sum(r.time_in("throttled", now) for r in rows), abs=1e-9)
         if rows:
@@ -303,6 +304,9 @@ def test_track_reports_to_every_listener():
 
     tl = asyncio.run(main())
     assert [e.kind for e in seen] == ["created", "started", "finished"] and {e.label for e in seen} == {"nap"}
+    with llmnb.listen(seen.append), llmnb.listen(seen.append):  # listening twice in one context is once
+        llmnb.events.Call("generate", "p", "m")
+    assert [e.kind for e in seen[3:]] == ["created"]
     assert [(r["name"], r["status"]) for r in tl.records()] == [("nap", "done")]
 
 

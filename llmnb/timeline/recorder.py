@@ -67,6 +67,8 @@ class Row:
 
     def stretches(self, now: float) -> list[tuple[str, float, float]]:
         """(phase, start, end) of each stretch, in order; the last one ends at the row's end or `now`."""
+        if not self.phases:  # made, not yet waiting or running
+            return []
         ends = [t for _, t in self.phases[1:]] + [self.end if self.end is not None else now]
         return [(phase, since, until) for (phase, since), until in zip(self.phases, ends, strict=True)]
 
