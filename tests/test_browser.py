@@ -1,8 +1,9 @@
 """End to end in a real browser: JupyterLab on 127.0.0.1, headless Chromium driven by Playwright.
 
 Checks what a person sees: the timeline changes while its cell is still running, its final
-picture has one row per task and the summary line, no cell shows an error, and the toolbar's stop
-button cancels a %%llm_parallel cell cleanly so the next cell runs. Screenshots of the final
+picture has one row per task and the summary line, no cell shows an error, the toolbar's stop
+button cancels a %%llm_parallel cell cleanly so the next cell runs, and the playground's controls
+and Run button draw a new live timeline above the previous one. Screenshots of the final
 states go to test-artifacts/ (git-ignored).
 
 Every wait is keyed to the page (prompts, kernel status, the SVG's rows), never a fixed sleep, with
@@ -33,6 +34,7 @@ if not Path(CHROMIUM).exists():
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 SEED = "01-seed-async-example.ipynb"
+PLAYGROUND = "06-playground.ipynb"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--disable-quic", "--no-first-run"]
 LIVE_SVG = ".widget-html svg"  # the ipywidgets.HTML view while the block runs
@@ -70,7 +72,8 @@ def lab(tmp_path_factory):
     home = tmp_path_factory.mktemp("lab")
     work = home / "work"
     work.mkdir()
-    shutil.copy(ROOT / "notebooks" / SEED, work)
+    for name in (SEED, PLAYGROUND):
+        shutil.copy(ROOT / "notebooks" / name, work)
     cells = [nbformat.v4.new_code_cell("%load_ext llmnb\nfrom typing import Annotated\nfrom pydantic import Field\n"
                                        "# a grammar that forces a long answer: the cell is still busy when it is stopped\n"
                                        "LONG = Annotated[list[str], Field(min_length=100)]"),
@@ -216,3 +219,50 @@ def test_stop_button_cancels_llm_parallel_and_next_cell_runs(lab, page):
     shot(page, "interrupted-llm-parallel.png", picture)
     assert ran.inner_text().split() == ["next", "cell", "ran:", str(INTERRUPTED_TASKS), "cancelled"]
     assert prompts(page)[:3] == ["[1]:", "[2]:", "[3]:"]
+
+
+def set_slider(page, description: str, *keys: str) -> None:
+    """Move an ipywidgets slider with the keyboard, as a person can: Home (its minimum), End (its
+    maximum), ArrowRight (one step up)."""
+    label = page.locator(".widget-label", has_text=re.compile(f"^{re.escape(description)}$"))
+    page.locator(".widget-slider", has=label).locator(".noUi-handle").focus()
+    for key in keys:
+        page.keyboard.press(key)
+
+
+def playground_run(page, run: int, tasks: int) -> tuple[str, list[dict]]:
+    """Press Run, wait until the run's picture is final; its summary line and the live states seen."""
+    page.evaluate(OBSERVE_LIVE)
+    page.locator(".widget-button", has_text="Run").click()
+    page.locator(".widget-label", has_text=f"run {run}: wall").wait_for()
+    picture = page.locator(LIVE_SVG, has_text=f"run {run}:")
+    return check_final_picture(picture, tasks=tasks, statuses={"done"}), live_states(page)
+
+
+def wall(summary: str) -> float:
+    return float(re.search(r" · wall ([\d.]+) s", summary).group(1))
+
+
+def test_playground_controls_and_two_runs(lab, page):
+    open_notebook(page, lab, PLAYGROUND)
+    code_cells = page.locator(".jp-CodeCell").count()
+    menu(page, "Run", "Run All Cells")  # the notebook's own runs: two remote, two embedded
+    wait_all_ran(page, code_cells)
+    assert page.locator(STDERR).count() == 0, page.locator(STDERR).all_inner_texts()
+    assert page.locator(".widget-label", has_text="run 4: wall").count() == 1, "the notebook's four runs did not end"
+
+    page.locator(".widget-toggle-button", has_text="remote stand-in").click()
+    set_slider(page, "tasks", "ArrowRight", "ArrowRight")  # the notebook's last run had 4
+    set_slider(page, "max_concurrency", "Home")  # 1: one request at a time
+    first, states = playground_run(page, 5, tasks=6)
+    during = [s for s in states if "waiting" in s["statuses"]]
+    assert during, f"no live picture showed tasks waiting for the one slot: {states}"
+
+    set_slider(page, "max_concurrency", "End")  # 40: all six at once
+    second, _ = playground_run(page, 6, tasks=6)
+    shot(page, "playground.png", page.locator(LIVE_SVG, has_text="run 6:"))
+    assert wall(second) < wall(first) / 3, (first, second)  # six rounds of the latency, then one
+    kept = page.locator(LIVE_SVG, has_text="run 5:")
+    assert kept.count() == 1 and check_final_picture(kept, tasks=6, statuses={"done"}) == first
+    titles = [t for t in page.locator(f"{LIVE_SVG} text").all_text_contents() if t.startswith("run ")]
+    assert titles == ["run 6: 6 tasks, 0.5 s, max_concurrency=40", "run 5: 6 tasks, 0.5 s, max_concurrency=1"]
