@@ -97,3 +97,26 @@ def test_importing_llmnb_never_needs_opentelemetry():
                          env={**os.environ, "PYTHONPATH": root})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "llmnb.otel needs OpenTelemetry: pip install 'llmnb[otel]'"
+
+
+def test_phases_become_span_events_with_their_times(spans):
+    """Events as a rate-limited remote call sends them (fed directly): each phase is an event at its
+    start with its length, the span runs from the call's creation to its end."""
+    from llmnb.events import CallEvent
+
+    provider, exporter = spans
+    listener = OtelListener(provider)
+    for kind, t in (("created", 10.0), ("waiting", 10.0), ("throttled", 10.5), ("started", 11.25),
+                    ("first_token", 11.5), ("progress", 11.6), ("finished", 12.0)):
+        tokens_in = 5 if kind == "finished" else None
+        tokens_out = 9 if kind in ("finished", "progress") else None
+        listener(CallEvent(7, kind, t, "extract", "p", "openai:gpt-4o-mini", tokens_in=tokens_in, tokens_out=tokens_out))
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "chat gpt-4o-mini" and span.attributes["gen_ai.usage.output_tokens"] == 9
+    assert (span.end_time - span.start_time) == pytest.approx(2e9, abs=1e3)
+    events = {e.name: e for e in span.events}
+    assert set(events) == {"llmnb.waiting", "llmnb.throttled", "llmnb.first_token"}
+    assert events["llmnb.waiting"].attributes["llmnb.duration_s"] == pytest.approx(0.5)
+    assert events["llmnb.throttled"].attributes["llmnb.duration_s"] == pytest.approx(0.75)
+    assert events["llmnb.throttled"].timestamp - span.start_time == pytest.approx(0.5e9, abs=1e3)
+    assert events["llmnb.first_token"].timestamp - span.start_time == pytest.approx(1.5e9, abs=1e3)
