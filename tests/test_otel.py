@@ -110,7 +110,7 @@ def test_phases_become_span_events_with_their_times(spans):
                     ("first_token", 11.5), ("progress", 11.6), ("finished", 12.0)):
         tokens_in = 5 if kind == "finished" else None
         tokens_out = 9 if kind in ("finished", "progress") else None
-        listener(CallEvent(7, kind, t, "extract", "p", "openai:gpt-4o-mini", tokens_in=tokens_in, tokens_out=tokens_out))
+        listener(CallEvent(7, kind, t, "extract", "p", "openai:gpt-4o-mini", tokens_in, tokens_out))
     (span,) = exporter.get_finished_spans()
     assert span.name == "chat gpt-4o-mini" and span.attributes["gen_ai.usage.output_tokens"] == 9
     assert (span.end_time - span.start_time) == pytest.approx(2e9, abs=1e3)
