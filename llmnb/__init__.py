@@ -9,8 +9,9 @@ from .errors import ConfigError, ExtractError, LlmnbError, ModelCallError, Schem
 from .events import CallEvent, listen
 from .model import Model
 from .registry import Models
+from .thread import Thread
 
-__all__ = ["Models", "Model", "Timeline", "listen", "CallEvent",
+__all__ = ["Models", "Model", "Thread", "Timeline", "listen", "CallEvent",
            "LlmnbError", "ConfigError", "SchemaError", "ExtractError", "ModelCallError"]
 __version__ = "0.1.0"
 

@@ -1,5 +1,7 @@
 """A stand-in for a remote model: an OpenAI-compatible chat server on 127.0.0.1 that answers
-every request after a fixed latency, many requests at once, with no model behind it.
+every request after a fixed latency, many requests at once, with no model behind it. Asked to
+stream (`"stream": true`), it sends its answer a token at a time as server-sent events: the first
+after `latency`, each next one `per_token` later.
 
 For teaching and benchmarking offline: it shows what concurrency buys against a real API, where
 the time is spent waiting for the network and the server, not computing locally.
@@ -16,10 +18,27 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import threading
 import time
+from dataclasses import dataclass
 
 REPLY = "I'm doing well, thank you. How about you?"
+
+
+def tokens(text: str) -> list[str]:
+    """The demo's tokens: each word with the space before it, so they join back into the text."""
+    return re.findall(r"\s*\S+", text)
+
+
+@dataclass
+class Streamed:
+    """A streamed answer: the text's tokens, to send as server-sent events one by one."""
+
+    body: dict
+    pieces: list[str]
+    finish: str
+    fault: object = None  # for servers that misbehave on purpose (the tests' fault server)
 
 
 class DemoServer:
@@ -96,17 +115,22 @@ class DemoServer:
             return [self._example(schema.get("items", {}), defs)]
         return {"integer": 1, "number": 1.0, "boolean": True, "null": None}.get(kind, self.reply)
 
-    async def respond(self, body: dict) -> tuple[int, dict, bytes] | None:
+    async def respond(self, body: dict) -> tuple[int, dict, bytes | Streamed] | None:
         """One answer: (status, headers, payload), or None to close the connection unanswered.
         Subclasses override this to inject faults; the latency is applied by the caller."""
-        text = self.answer(body)
-        tokens = len(text.split())
-        await asyncio.sleep(self.per_token * tokens)
+        pieces = tokens(self.answer(body))
+        finish = "stop"
+        if body.get("max_tokens") is not None and len(pieces) > body["max_tokens"]:
+            pieces, finish = pieces[: body["max_tokens"]], "length"
+        if body.get("stream"):
+            return 200, {"Content-Type": "text/event-stream"}, Streamed(body, pieces, finish)
+        await asyncio.sleep(self.per_token * len(pieces))
         payload = json.dumps({
             "id": f"demo-{self.requests}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "demo"),
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": tokens, "total_tokens": 10 + tokens},
+            "choices": [{"index": 0, "finish_reason": finish,
+                         "message": {"role": "assistant", "content": "".join(pieces)}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": len(pieces), "total_tokens": 10 + len(pieces)},
         }).encode()
         return 200, {"Content-Type": "application/json"}, payload
 
@@ -114,6 +138,55 @@ class DemoServer:
         """Write one answer. Subclasses override this to send it slowly."""
         writer.write(head + payload)
         await writer.drain()
+
+    async def send_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answer: Streamed) -> bool:
+        """Send a streamed answer, a token every `per_token` seconds, in chunked encoding so the
+        connection stays open for the next request. False if the client hung up first (counted)."""
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        hangup = asyncio.ensure_future(reader.read(1))  # the client sends nothing more until answered
+        try:
+            for i, event in enumerate(self.events(answer)):
+                if 1 < i <= len(answer.pieces):  # the role chunk and the first token go out at once, after the latency
+                    await asyncio.wait([hangup], timeout=self.per_token)
+                if hangup.done() or not await self.send_event(writer, answer, i, event, hangup):
+                    self.closed_early += 1
+                    return False
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return True
+        finally:
+            hangup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await hangup  # the next request may read the connection once this read has let go
+
+    async def send_event(self, writer: asyncio.StreamWriter, answer: Streamed, index: int, event: bytes,
+                         hangup: asyncio.Future) -> bool:
+        """Write one event of `answer` (`index` counts from 0, the role chunk); False to end the
+        stream. Subclasses override this to cut or stall a stream (until `hangup`, the client's close)."""
+        writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+        try:
+            await writer.drain()
+        except ConnectionError:
+            return False
+        return True
+
+    def events(self, answer: Streamed) -> list[bytes]:
+        """The server-sent events of a streamed answer, as OpenAI sends them: a role chunk, one
+        chunk per token, the finish, the usage (when asked) and [DONE]."""
+        body = answer.body
+        base = {"id": f"demo-{self.requests}", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": body.get("model", "demo")}
+
+        def chunk(delta: dict, finish: str | None = None) -> dict:
+            return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+        chunks = [chunk({"role": "assistant", "content": ""}), *(chunk({"content": p}) for p in answer.pieces),
+                  chunk({}, answer.finish)]
+        if (body.get("stream_options") or {}).get("include_usage"):
+            n = len(answer.pieces)
+            chunks.append({**base, "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": n,
+                                                            "total_tokens": 10 + n}})
+        return [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
 
     async def _answer_unless_closed(self, reader: asyncio.StreamReader, body: dict):
         """Wait the latency and build the answer, unless the client hangs up first (counted)."""
@@ -152,6 +225,10 @@ class DemoServer:
                 if answer is None:
                     return
                 status, headers, payload = answer
+                if isinstance(payload, Streamed):
+                    if not await self.send_stream(reader, writer, payload):
+                        return
+                    continue
                 lines = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}", f"Content-Length: {len(payload)}",
                          *(f"{k}: {v}" for k, v in headers.items())]
                 await self.send(writer, ("\r\n".join(lines) + "\r\n\r\n").encode(), payload)
@@ -167,7 +244,8 @@ class DemoServer:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m llmnb.demo_server", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--latency", type=float, default=0.5, help="seconds before each answer")
+    parser.add_argument("--latency", type=float, default=0.5,
+                        help="seconds before each answer (its first token when streamed)")
     parser.add_argument("--per-token", type=float, default=0.0, help="extra seconds per output token")
     args = parser.parse_args()
     server = DemoServer(args.latency, args.per_token, args.port).start()

@@ -19,12 +19,14 @@ class ModelCallError(LlmnbError):
     """A model call failed after every allowed attempt (HTTP error, timeout, lost connection).
 
     `status` is the HTTP status when there was one, `attempts` how many requests were made.
+    `partial` is the text a stream delivered before it broke (None when nothing was streamed).
     """
 
-    def __init__(self, message: str, *, status: int | None = None, attempts: int = 1):
+    def __init__(self, message: str, *, status: int | None = None, attempts: int = 1, partial: str | None = None):
         super().__init__(message)
         self.status = status
         self.attempts = attempts
+        self.partial = partial
 
 
 class ExtractError(LlmnbError):

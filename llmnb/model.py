@@ -4,16 +4,22 @@ plain names are generic synchronous wrappers made by `sync_twin`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import inspect
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar, get_args
 
 from . import sync
-from .backends.base import Backend, Generation, Request
+from .backends.base import Backend, Completion, Generation, Request
 from .errors import ExtractError
 from .events import Call, excerpt
 from .structured import Target, labels_type, target_for
+from .thread import Thread, label_of, messages_for
 
 T = TypeVar("T")
+Prompt = str | list[dict] | Thread
 
 # Worded for the 135M embedded model: among the instructions tried, this one most often gave as
 # many list items as asked; larger models follow any of them.
@@ -26,24 +32,27 @@ REASK = "That answer was not valid: {error}. Answer again, only with JSON that m
 
 
 def sync_twin(async_method):
-    """The blocking version of an `_async` method: same arguments, same result, run by `llmnb.sync`."""
+    """The blocking version of an `_async` method: same arguments, same result (an async
+    generator's twin is a plain iterator), run by `llmnb.sync`."""
+    bridge = sync.iterate if inspect.isasyncgenfunction(async_method) else sync.run
 
     @functools.wraps(async_method)
     def method(self, *args, **kwargs):
-        return sync.run(async_method(self, *args, **kwargs))
+        return bridge(async_method(self, *args, **kwargs))
 
     method.__name__ = method.__qualname__ = async_method.__name__.removesuffix("_async")
-    method.__doc__ = f"Blocking twin of `{async_method.__name__}` (works in scripts and in notebook cells).\n\n{async_method.__doc__}"
+    method.__doc__ = (f"Blocking twin of `{async_method.__name__}` (works in scripts and in notebook cells).\n\n"
+                      f"{async_method.__doc__}")
     return method
 
 
 class Model:
     """A chat model. Make one with `Models.create(...)`."""
 
-    def __init__(self, backend: Backend, *, defaults: Generation = Generation()):
+    def __init__(self, backend: Backend, *, defaults: Generation | None = None):
         self.backend = backend
         self.name = backend.name
-        self.defaults = defaults  # Models.create(temperature=..., ...): under each call's own settings
+        self.defaults = defaults or Generation()  # Models.create(temperature=...): under each call's own settings
 
     def __repr__(self) -> str:
         return f"<llmnb.Model {self.name}>"
@@ -59,24 +68,27 @@ class Model:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    async def generate_async(self, prompt: str, *, inst: str | None = None, max_tokens: int | None = None,
+    async def generate_async(self, prompt: Prompt, *, inst: str | None = None, max_tokens: int | None = None,
                              temperature: float | None = None, seed: int | None = None) -> str:
-        """Free text answer to `prompt`. `inst` is a system instruction."""
+        """Free text answer to `prompt`: a str, a list of {"role": ..., "content": ...} messages, or
+        an `llmnb.Thread`. `inst` is a system instruction."""
         return await self._run("generate", prompt, None, inst, Generation(max_tokens, temperature, seed))
 
-    async def extract_async(self, target: type[T] | Any, prompt: str, *, inst: str | None = None, retries: int = 0,
-                            max_tokens: int | None = None, temperature: float | None = None, seed: int | None = None) -> T:
+    async def extract_async(self, target: type[T] | Any, prompt: Prompt, *, inst: str | None = None,
+                            retries: int = 0, max_tokens: int | None = None, temperature: float | None = None,
+                            seed: int | None = None) -> T:
         """A value of type `target` (str, int, list[str], a dataclass, a pydantic model, ...) from `prompt`.
 
         The output is constrained to the type's JSON schema where the model allows and always
-        validated; invalid output raises `ExtractError` with the raw text. `retries=N` asks the
-        model again up to N times, telling it what was wrong.
+        validated; invalid output (or an answer cut off at max_tokens) raises `ExtractError` with
+        the raw text. `retries=N` asks the model again up to N times, telling it what was wrong.
         """
         gen = Generation(max_tokens, temperature, seed)
-        return await self._run("extract", prompt, target_for(target), inst or EXTRACT_INST, gen, retries)
+        return await self._run("extract", prompt, target_for(target), inst, gen, retries, guide=EXTRACT_INST)
 
-    async def classify_async(self, labels: Any, prompt: str, *, inst: str | None = None, retries: int = 0,
-                             max_tokens: int | None = None, temperature: float | None = None, seed: int | None = None) -> Any:
+    async def classify_async(self, labels: Any, prompt: Prompt, *, inst: str | None = None,
+                             retries: int = 0, max_tokens: int | None = None, temperature: float | None = None,
+                             seed: int | None = None) -> Any:
         """One of `labels` (a list of strings, or an Enum class) for `prompt`.
 
         Unless a temperature is given (here or to Models.create), the most likely label is taken
@@ -84,47 +96,95 @@ class Model:
         """
         label_type = labels_type(labels)
         names = [m.value for m in label_type] if isinstance(label_type, type) else get_args(label_type)
-        inst = inst or CLASSIFY_INST.format(labels=", ".join(f'"{n}"' for n in names))
+        guide = CLASSIFY_INST.format(labels=", ".join(f'"{n}"' for n in names))
         gen = Generation(max_tokens, temperature, seed).over(self.defaults).over(Generation(temperature=0))
-        return await self._run("classify", prompt, target_for(label_type), inst, gen, retries)
+        return await self._run("classify", prompt, target_for(label_type), inst, gen, retries, guide=guide)
+
+    async def stream_async(self, prompt: Prompt, *, inst: str | None = None, max_tokens: int | None = None,
+                           temperature: float | None = None, seed: int | None = None) -> AsyncIterator[str]:
+        """The answer to `prompt` as it is written: an async iterator of text pieces.
+
+        `async for piece in model.stream_async("..."): print(piece, end="")`. Leaving the loop
+        early (break, an exception, aclose()) ends the call: a remote request's connection is
+        closed, a local sequence stops. A remote model retries only before the first piece; a
+        failure after it raises `ModelCallError` with the text so far in `.partial`. A remote
+        model's `timeout=` bounds the wait for the first piece and each wait for the next.
+        """
+        messages, gen, call = self._prepare("stream", prompt, inst, Generation(max_tokens, temperature, seed))
+        with reported(call, Tally()) as tally:
+            async with contextlib.aclosing(self.backend.run_stream(Request(messages, gen), call)) as deltas:
+                async for delta in deltas:
+                    if delta.tokens_in is not None or delta.tokens_out is not None:
+                        tally.tokens_in, tally.tokens_out = delta.tokens_in, delta.tokens_out  # sent once, at the end
+                    if delta.text:
+                        yield delta.text
 
     generate = sync_twin(generate_async)
     extract = sync_twin(extract_async)
     classify = sync_twin(classify_async)
+    stream = sync_twin(stream_async)
 
-    def __call__(self, prompt: str, **kwargs) -> str:
+    def __call__(self, prompt: Prompt, **kwargs) -> str:
         return self.generate(prompt, **kwargs)
 
-    async def _run(self, method: str, prompt: str, target: Target | None, inst: str | None,
-                   gen: Generation, retries: int = 0) -> Any:
-        if not isinstance(prompt, str):
-            raise TypeError(f"the prompt must be a string, not {type(prompt).__name__}")
-        gen = gen.over(self.defaults).over(self.backend.defaults)
-        messages = ([{"role": "system", "content": inst}] if inst else []) + [{"role": "user", "content": prompt}]
-        call = Call(method, excerpt(prompt), self.name)
-        tokens_in = tokens_out = 0
-        try:
+    def _prepare(self, method: str, prompt: Prompt, inst: str | None, gen: Generation,
+                 guide: str | None = None) -> tuple[tuple[dict, ...], Generation, Call]:
+        """The messages to send, the settings laid over the defaults, and the call's reporter."""
+        messages = messages_for(prompt, inst, guide)
+        call = Call(method, excerpt(label_of(messages)), self.name)
+        return messages, gen.over(self.defaults).over(self.backend.defaults), call
+
+    async def _run(self, method: str, prompt: Prompt, target: Target | None, inst: str | None,
+                   gen: Generation, retries: int = 0, guide: str | None = None) -> Any:
+        messages, gen, call = self._prepare(method, prompt, inst, gen, guide)
+        with reported(call, Tally(0, 0)) as tally:
             for attempt in range(retries + 1):
-                request = Request(tuple(messages), gen, schema=target and target.schema)
+                request = Request(messages, gen, schema=target and target.schema)
                 completion = await self.backend.run(request, call)
-                tokens_in += completion.tokens_in or 0
-                tokens_out += completion.tokens_out or 0
+                tally.tokens_in += completion.tokens_in or 0
+                tally.tokens_out += completion.tokens_out or 0
                 if target is None:
-                    result = completion.text
-                    break
+                    return completion.text
                 try:
-                    result = target.parse(completion.text)
-                    break
+                    return parse(target, completion, gen)
                 except ExtractError as e:
                     if attempt == retries:
                         raise
-                    messages += [{"role": "assistant", "content": completion.text},
-                                 {"role": "user", "content": REASK.format(error=e)}]
-        except asyncio.CancelledError:
-            call.emit("cancelled", tokens_in=tokens_in, tokens_out=tokens_out)
+                    messages += ({"role": "assistant", "content": completion.text},
+                                 {"role": "user", "content": REASK.format(error=e)})
+
+
+@dataclass
+class Tally:
+    """A call's token counts so far (None: not known)."""
+
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+
+
+@contextlib.contextmanager
+def reported(call: Call, tally: Tally) -> Iterator[Tally]:
+    """Report how the call inside ends: finished, failed (with a short error) or cancelled (also
+    when a stream is closed before its end), with the token counts of `tally`."""
+    try:
+        yield tally
+    except (asyncio.CancelledError, GeneratorExit):
+        call.emit("cancelled", **vars(tally))
+        raise
+    except Exception as e:
+        call.emit("failed", **vars(tally), error=f"{type(e).__name__}: {e}")
+        raise
+    call.emit("finished", **vars(tally))
+
+
+def parse(target: Target, completion: Completion, gen: Generation) -> Any:
+    """The validated value of a structured answer. An answer cut off at max_tokens is said to be
+    so: its JSON error ("EOF while parsing") would not tell what to change."""
+    try:
+        return target.parse(completion.text)
+    except ExtractError as e:
+        if completion.finish != "length":
             raise
-        except Exception as e:
-            call.emit("failed", tokens_in=tokens_in, tokens_out=tokens_out, error=f"{type(e).__name__}: {e}")
-            raise
-        call.emit("finished", tokens_in=tokens_in, tokens_out=tokens_out)
-        return result
+        limit = f"max_tokens={gen.max_tokens}" if gen.max_tokens is not None else "the server's length limit"
+        raise ExtractError(f"the answer was cut off at {limit} before it was complete; raise max_tokens= "
+                           "(the raw text is in .raw)", raw=e.raw, target=e.target) from e

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import threading
-from collections.abc import Coroutine
+from collections.abc import AsyncGenerator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -98,6 +98,31 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     if isinstance(outcome, _Raised):
         raise outcome.error
     return outcome
+
+
+def iterate(agen: AsyncGenerator[T, None]) -> Iterator[T]:
+    """The items of an async generator, from synchronous code: each step runs on the private loop
+    through `run` (so Ctrl-C cancels it the same way). Leaving the loop early (break, an exception,
+    or the iterator dropped) closes the async generator there, which ends its work."""
+
+    async def step() -> T | _End:
+        return await anext(agen, END)
+
+    try:
+        while (item := run(step())) is not END:
+            yield item
+    finally:
+        if threading.current_thread() is _thread:  # dropped and collected on the private loop itself
+            asyncio.ensure_future(agen.aclose())
+        else:
+            run(agen.aclose())
+
+
+class _End:
+    """The end of an async generator, told apart from any item it yields."""
+
+
+END = _End()
 
 
 def private_loop_tasks() -> int:

@@ -58,6 +58,22 @@ class Fault:
         return Fault("trickle", seconds=seconds)
 
 
+@dataclass(frozen=True)
+class StreamFault:
+    """What happens to a streamed answer after `after` tokens: the connection drops, or it stalls."""
+
+    kind: str
+    after: int
+
+    @staticmethod
+    def drop(after: int) -> StreamFault:
+        return StreamFault("drop", after)
+
+    @staticmethod
+    def stall(after: int) -> StreamFault:
+        return StreamFault("stall", after)
+
+
 class Slow(bytes):
     """A payload to send a few bytes at a time, spread over `seconds`."""
 
@@ -70,6 +86,8 @@ class FaultServer(DemoServer):
         self.faults: deque[Fault] = deque()
         self.bodies: list[dict] = []
         self.refuse_json_schema = False
+        self.stream_faults: deque[StreamFault] = deque()
+        self.refuse_stream_options = False
 
     def script(self, *faults: Fault) -> None:
         self.faults.extend(faults)
@@ -78,6 +96,8 @@ class FaultServer(DemoServer):
         self.bodies.append(body)
         if self.refuse_json_schema and (body.get("response_format") or {}).get("type") == "json_schema":
             return self._error(500, "Input should be 'text' or 'json_object'")
+        if self.refuse_stream_options and "stream_options" in body:
+            return self._error(400, "Unrecognized request argument supplied: stream_options")
         fault = self.faults.popleft() if self.faults else None
         if fault is None:
             return await super().respond(body)
@@ -117,6 +137,24 @@ class FaultServer(DemoServer):
             await asyncio.sleep(payload.seconds / 20)
             writer.write(payload[i:i + step])
             await writer.drain()
+
+    # -- streamed answers: each takes the next stream fault, if any --------------------------------
+    def script_stream(self, *faults: StreamFault) -> None:
+        self.stream_faults.extend(faults)
+
+    async def send_stream(self, reader, writer, answer) -> bool:
+        answer.fault = self.stream_faults.popleft() if self.stream_faults else None
+        return await super().send_stream(reader, writer, answer)
+
+    async def send_event(self, writer, answer, index, event, hangup) -> bool:
+        fault = answer.fault
+        if fault is not None and index > fault.after:  # index 0 is the role chunk, then one per token
+            if fault.kind == "drop":
+                writer.transport.abort()
+                return False
+            await hangup  # stall: the connection stays open and nothing more comes, until the client leaves
+            return False
+        return await super().send_event(writer, answer, index, event, hangup)
 
     @staticmethod
     def _error(status: int, message: str):

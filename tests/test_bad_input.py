@@ -100,9 +100,11 @@ def test_invalid_output_raises_extract_error_with_raw_text():
         target_for(int).parse("not json at all")
 
 
-def test_prompt_must_be_text(embedded_model):
-    with pytest.raises(TypeError, match="prompt must be a string"):
-        asyncio.run(embedded_model.generate_async(["a list"]))
+def test_prompt_must_be_text_messages_or_a_thread(embedded_model):
+    with pytest.raises(TypeError, match="prompt must be a string, a list of .* messages or an llmnb.Thread"):
+        asyncio.run(embedded_model.generate_async(42))
+    with pytest.raises(TypeError, match="each message must be a dict like"):
+        asyncio.run(embedded_model.generate_async(["a list of strings"]))
 
 
 def test_prompt_too_long_for_context():

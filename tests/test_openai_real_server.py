@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 from servers import free_port, start, stop
 
-from llmnb import Models
+from llmnb import ExtractError, Models, Thread, listen
 from llmnb.registry import embedded_path
 
 
@@ -49,3 +49,23 @@ def test_structured_output_round_trips_with_fallback(llama_server):
     assert model.classify(["spam", "not spam"], "I am a Nigerian prince and will make you very rich!") in ("spam", "not spam")
     names = asyncio.run(model.extract_async(list[str], "Name three colours.", max_tokens=60))
     assert isinstance(names, list) and all(isinstance(n, str) for n in names)
+
+
+def test_streams_threads_and_message_lists_through_llama_cpp_server(llama_server):
+    model = Models.create("openai:smollm2", base_url=llama_server, temperature=0, seed=1)
+    events = []
+    with listen(events.append):
+        pieces = list(model.stream("Say hello.", max_tokens=20))
+    assert len(pieces) > 1 and all(isinstance(p, str) for p in pieces) and "".join(pieces).strip()
+    kinds = [e.kind for e in events]
+    assert kinds.count("first_token") == 1 and kinds.count("progress") == len(pieces) and kinds[-1] == "finished"
+    assert model.backend.stream_usage is not None  # found out whether the server takes stream_options
+    thread = Thread("Answer briefly.").user("My name is Ada.").assistant("Hello, Ada!").user("What is my name?")
+    assert model.generate(thread, max_tokens=20).strip()
+    assert "".join(model.stream([{"role": "user", "content": "Say yes."}], inst="Be brief.", max_tokens=10)).strip()
+
+
+def test_an_answer_cut_off_by_a_real_server_says_so(llama_server):
+    model = Models.create("openai:smollm2", base_url=llama_server, temperature=0, seed=1)
+    with pytest.raises(ExtractError, match="cut off at max_tokens=3"):
+        model.extract(list[str], "Name twenty colours.", max_tokens=3)

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from llmnb import ModelCallError
-from llmnb.backends.base import Generation, Request
-from llmnb.backends.openai import build_request, parse_response, retry_delay
+from llmnb.backends.base import Delta, Generation, Request
+from llmnb.backends.openai import build_request, parse_chunk, parse_response, retry_delay, stream_request
 from llmnb.structured import target_for
 
 SCHEMA = target_for(list[str]).schema
@@ -37,11 +37,12 @@ def test_fallback_puts_schema_in_json_mode_and_system_message():
 
 def test_parse_response_reads_text_and_usage():
     response = SimpleNamespace(
-        choices=[SimpleNamespace(message=SimpleNamespace(content="hello"))],
+        choices=[SimpleNamespace(message=SimpleNamespace(content="hello"), finish_reason="length")],
         usage=SimpleNamespace(prompt_tokens=5, completion_tokens=2),
     )
     completion = parse_response(response)
     assert (completion.text, completion.tokens_in, completion.tokens_out) == ("hello", 5, 2)
+    assert completion.finish == "length"
     with pytest.raises(ModelCallError, match="no choices"):
         parse_response(SimpleNamespace(choices=[], usage=None))
 
@@ -52,3 +53,20 @@ def test_retry_delay_honours_retry_after_and_backs_off():
     first, third = retry_delay(1, None), retry_delay(3, None)
     assert 0.4 <= first <= 0.6 and 1.6 <= third <= 2.4
     assert 0.4 <= retry_delay(1, "Wed, 21 Oct 2015 07:28:00 GMT") <= 0.6
+
+
+def test_streamed_request_asks_for_usage_unless_refused():
+    kwargs = build_request("m", Request(({"role": "user", "content": "hi"},)), "json_schema")
+    assert stream_request(kwargs, True) == {**kwargs, "stream": True, "stream_options": {"include_usage": True}}
+    assert stream_request(kwargs, False) == {**kwargs, "stream": True}
+
+
+def test_parse_chunk_reads_text_finish_and_usage():
+    def chunk(content=None, finish=None, usage=None, choices=True):
+        choice = SimpleNamespace(delta=SimpleNamespace(content=content), finish_reason=finish)
+        return SimpleNamespace(choices=[choice] if choices else [], usage=usage)
+
+    assert parse_chunk(chunk(" word")) == Delta(" word")
+    assert parse_chunk(chunk(finish="stop")) == Delta(finish="stop")
+    counts = SimpleNamespace(prompt_tokens=7, completion_tokens=3)
+    assert parse_chunk(chunk(choices=False, usage=counts)) == Delta(tokens_in=7, tokens_out=3)

@@ -4,11 +4,11 @@ slot/start protocol that reports a call's waiting and running phases."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
-from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, fields
 from typing import Generic, TypeVar
 
@@ -98,7 +98,12 @@ class PerLoop(Generic[T]):
 
 
 class Backend(ABC):
-    """A model server. Subclasses give a slot (what a call waits for) and `complete` (the I/O)."""
+    """A model server. Subclasses give a slot (what a call waits for), `complete` and `stream` (the work).
+
+    Both receive the call's reporter: they emit `first_token` once, with the first piece of text,
+    and may emit `progress` (output tokens so far) as pieces arrive; `run` and `run_stream` emit
+    the rest of the call's life around them.
+    """
 
     name: str
     defaults = Generation()  # the backend's own generation defaults, under the model's and the call's
@@ -107,15 +112,33 @@ class Backend(ABC):
         call.emit("waiting")
         async with self.slot():
             call.emit("started")
-            return await self.complete(request)
+            return await self.complete(request, call)
+
+    async def run_stream(self, request: Request, call: Call) -> AsyncIterator[Delta]:
+        """`run` for a streamed call: the slot is held for the whole stream. Leaving early
+        (`aclose()`) closes the backend's stream, which ends the request or frees the sequence."""
+        call.emit("waiting")
+        async with self.slot():
+            call.emit("started")
+            async with contextlib.aclosing(self.stream(request, call)) as deltas:
+                async for delta in deltas:
+                    yield delta
 
     @abstractmethod
     def slot(self) -> AbstractAsyncContextManager:
         """What a call must hold to run: a concurrency semaphore, or a local model's lock."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a backend that holds nothing needs no close)
         """Free what the backend holds (a local model's weights and threads); remote ones hold nothing."""
 
     @abstractmethod
-    async def complete(self, request: Request) -> Completion:
-        """Make one completion. Raise `ModelCallError` for failures the caller cannot fix by retrying."""
+    async def complete(self, request: Request, call: Call) -> Completion:
+        """Make one completion, with its `finish`. Raise `ModelCallError` for failures the caller
+        cannot fix by retrying."""
+
+    @abstractmethod
+    def stream(self, request: Request, call: Call) -> AsyncIterator[Delta]:
+        """Make one completion as an async generator of `Delta`s (`async def` with `yield`); the
+        last one carries the token counts and `finish` when known. Closed before its end
+        (`aclose()`), it stops the work: the connection closes, the sequence is freed. A failure
+        after text was yielded raises `ModelCallError` with `.partial`, never a silent retry."""

@@ -15,22 +15,25 @@ import itertools
 import json
 import random
 import weakref
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from ..errors import ModelCallError
-from .base import Backend, Completion, PerLoop, Request
+from ..events import Call
+from .base import Backend, Completion, Delta, PerLoop, Request
 
 T = TypeVar("T")
 
 # Statuses worth another try: the request may succeed unchanged a moment later.
 RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504})
-# Statuses with which a server that lacks json_schema structured outputs refuses them: 400, 422
-# or 501 from most, 500 from llama.cpp's server ("Input should be 'text' or 'json_object'"). A 500
-# counts only when its text names the format, so a passing server error is retried as such.
-SCHEMA_REFUSED = frozenset({400, 422, 501})
+# Statuses with which a server refuses a request field it lacks (json_schema structured outputs,
+# stream_options): 400, 422 or 501 from most, 500 from llama.cpp's server ("Input should be 'text'
+# or 'json_object'"). A 500 counts only when its text names the field, so a passing server error
+# is retried as such.
+REFUSED = frozenset({400, 422, 501})
 FORMAT_WORDS = ("response_format", "json_schema", "json_object")
+USAGE_WORDS = ("stream_options", "include_usage")
 MAX_BACKOFF = 30.0
 
 
@@ -62,13 +65,19 @@ def with_schema_instruction(messages: list[dict], schema: dict) -> list[dict]:
     return [{"role": "system", "content": note}, *messages]
 
 
-def refuses_json_schema(status: int | None, message: str) -> bool:
-    """Whether an error on a json_schema request may mean the server lacks structured outputs."""
-    return status in SCHEMA_REFUSED or (status == 500 and any(w in message for w in FORMAT_WORDS))
+def refuses(error: Exception, words: tuple[str, ...]) -> bool:
+    """Whether `error` may mean the server lacks the request field named by `words`."""
+    status, message = getattr(error, "status_code", None), getattr(error, "message", "")
+    return status in REFUSED or (status == 500 and any(w in message for w in words))
 
 
-def refused(error: Exception) -> bool:
-    return refuses_json_schema(getattr(error, "status_code", None), getattr(error, "message", ""))
+def never(error: Exception) -> bool:
+    return False
+
+
+def stream_request(kwargs: dict[str, Any], usage: bool) -> dict[str, Any]:
+    """`kwargs` for a streamed request; with `usage` the last chunk carries the token counts."""
+    return {**kwargs, "stream": True, **({"stream_options": {"include_usage": True}} if usage else {})}
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,19 @@ def parse_response(response: Any) -> Completion:
         text=response.choices[0].message.content or "",
         tokens_in=getattr(usage, "prompt_tokens", None),
         tokens_out=getattr(usage, "completion_tokens", None),
+        finish=response.choices[0].finish_reason,
+    )
+
+
+def parse_chunk(chunk: Any) -> Delta:
+    """One streamed chunk: a piece of text, the finish reason, or (last, with include_usage) the counts."""
+    choice = chunk.choices[0] if chunk.choices else None
+    usage = getattr(chunk, "usage", None)
+    return Delta(
+        text=(choice.delta.content or "") if choice is not None and choice.delta is not None else "",
+        tokens_in=getattr(usage, "prompt_tokens", None),
+        tokens_out=getattr(usage, "completion_tokens", None),
+        finish=choice.finish_reason if choice is not None else None,
     )
 
 
@@ -185,6 +207,7 @@ class OpenAIBackend(Backend):
         self.max_retries = max_retries
         self.max_concurrency = max_concurrency
         self.schema_mode: str | None = None  # decided by the first structured call
+        self.stream_usage: bool | None = None  # whether the server takes stream_options, found out likewise
         # The key goes to the clients and is kept privately only to scrub it from error text;
         # no repr or message shows it.
         self._clients = Clients(
@@ -211,7 +234,7 @@ class OpenAIBackend(Backend):
         """Close the HTTP clients (on their loops); a later call opens a new one."""
         self._clients.close()
 
-    async def complete(self, request: Request) -> Completion:
+    async def complete(self, request: Request, call: Call) -> Completion:
         try:
             return await self._complete_in_mode(request)
         except Failed as e:
@@ -221,27 +244,80 @@ class OpenAIBackend(Backend):
 
     async def _complete_in_mode(self, request: Request) -> Completion:
         """The structured-output layer: which `response_format` a request is sent with."""
-        if request.schema is None or self.schema_mode is not None:
-            return await self._send(build_request(self.model, request, self.schema_mode or "json_schema"))
-        # The first structured call finds out whether the server takes json_schema. A refusal gets
-        # one try in JSON mode; if that fails too for a reason not worth retrying, the refusal was
-        # the server's real answer (a passing 500 on OpenAI must not switch modes).
+        def send(mode: str, give_up: Callable[[Exception], bool]) -> Awaitable[Completion]:
+            kwargs = build_request(self.model, request, mode)
+            return self._retrying(lambda: self._send_once(kwargs), give_up)
+
+        if request.schema is None:
+            return await send("json_schema", never)
+        return await self._negotiated("schema_mode", ("json_schema", "json_object"), FORMAT_WORDS, send)
+
+    async def stream(self, request: Request, call: Call) -> AsyncIterator[Delta]:
+        sent = 0
+
+        def send(usage: bool, give_up: Callable[[Exception], bool]) -> Awaitable[tuple[Any, Delta]]:
+            kwargs = stream_request(build_request(self.model, request, "json_schema"), usage)
+
+            def attempt() -> Awaitable[tuple[Any, Delta]]:
+                nonlocal sent
+                sent += 1
+                return self._open_stream(kwargs)
+
+            return self._retrying(attempt, give_up)
+
         try:
-            completion = await self._send(build_request(self.model, request, "json_schema"), give_up=refused)
-            mode = "json_schema"
-        except Failed as refusal:
-            if not refused(refusal.error):
+            chunks, first = await self._negotiated("stream_usage", (True, False), USAGE_WORDS, send)
+        except Failed as e:
+            failed = e
+        else:
+            failed = None
+        if failed is not None:
+            raise self._call_error(failed)  # outside the handler: the only chained error is the SDK's
+        received: list[str] = []
+        try:
+            async for delta in self._pieces(chunks, first):
+                if delta.text:
+                    if not received:
+                        call.emit("first_token")
+                    received.append(delta.text)
+                    call.emit("progress", tokens_out=len(received))
+                yield delta
+        except self._errors as e:
+            error = e
+        else:
+            return
+        finally:  # also when the caller leaves early: the connection closes, the server sees it
+            await chunks.close()
+        # Text already reached the caller: no retry, which would send it twice; the text is kept.
+        failure = self._describe(error)
+        broken = replace(failure, text=f"the stream stopped after {len(received)} piece(s) of text: {failure.text}")
+        raise self._call_error(Failed(broken, error, sent), partial="".join(received))
+
+    async def _negotiated(self, setting: str, forms: tuple[Any, Any], words: tuple[str, ...],
+                          send: Callable[[Any, Callable[[Exception], bool]], Awaitable[T]]) -> T:
+        """Send in the form of request (preferred, fallback) that the server is known to take; the
+        first call finds it out. A refusal of the preferred form gets one try of the fallback; if
+        that fails too for a reason not worth retrying, the refusal was the server's real answer
+        (a passing 500 on OpenAI must not switch modes). The form is kept once a call worked."""
+        known = getattr(self, setting)
+        if known is not None:
+            return await send(known, never)
+        preferred, fallback = forms
+
+        def refusal(error: Exception) -> bool:
+            return refuses(error, words)
+
+        try:
+            result, form = await send(preferred, refusal), preferred
+        except Failed as first:
+            if not refusal(first.error):
                 raise
             try:
-                completion = await self._send(build_request(self.model, request, "json_object"))
+                result, form = await send(fallback, never), fallback
             except Failed as failed:
-                raise (failed if failed.failure.retryable else refusal) from None
-            mode = "json_object"
-        self.schema_mode = mode  # remembered only once a structured call has worked
-        return completion
-
-    async def _send(self, kwargs: dict[str, Any], *, give_up: Callable[[Exception], bool] = lambda error: False) -> Completion:
-        return await self._retrying(lambda: self._send_once(kwargs), give_up)
+                raise (failed if failed.failure.retryable else first) from None
+        setattr(self, setting, form)
+        return result
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]], give_up: Callable[[Exception], bool]) -> T:
         """The retry layer: run `attempt` (one request) until it succeeds, fails in a way not worth
@@ -264,12 +340,43 @@ class OpenAIBackend(Backend):
             response = await client.chat.completions.create(**kwargs)
         return parse_response(response)
 
-    def _call_error(self, failed: Failed) -> ModelCallError:
+    async def _open_stream(self, kwargs: dict[str, Any]) -> tuple[Any, Delta]:
+        """One streamed request, read up to its first piece of text (or its end), within the
+        timeout: until then nothing reached the caller, so a failure may still be retried."""
+        client = await self._clients.get()
+        chunks = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                chunks = await client.chat.completions.create(**kwargs)
+                async for chunk in chunks:
+                    delta = parse_chunk(chunk)
+                    if delta.text or delta.finish or delta.tokens_out is not None:
+                        return chunks, delta
+                return chunks, Delta()
+        except BaseException:
+            if chunks is not None:
+                await chunks.close()
+            raise
+
+    async def _pieces(self, chunks: Any, first: Delta) -> AsyncIterator[Delta]:
+        """The deltas from `first` on; the timeout bounds each wait for the next chunk."""
+        delta: Delta | None = first
+        stream = aiter(chunks)
+        while delta is not None:
+            yield delta
+            async with asyncio.timeout(self.timeout):
+                chunk = await anext(stream, None)
+            delta = None if chunk is None else parse_chunk(chunk)
+
+    def _call_error(self, failed: Failed, partial: str | None = None) -> ModelCallError:
         where = f" at {self.base_url}" if self.base_url else ""
+        kept = "; the text received is in .partial" if partial is not None else ""
         error = ModelCallError(
-            f"{self.name}{where}: {failed.failure.text}, after {failed.attempts} attempt(s) (max_retries={self.max_retries})",
+            f"{self.name}{where}: {failed.failure.text}, after {failed.attempts} attempt(s) "
+            f"(max_retries={self.max_retries}){kept}",
             status=failed.failure.status,
             attempts=failed.attempts,
+            partial=partial,
         )
         # The SDK's error keeps the server's text whole; a server that echoes the key would leak
         # it through the chained cause, so such a cause is dropped.

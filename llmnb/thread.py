@@ -1,0 +1,93 @@
+"""`Thread`: a conversation to send as a prompt, and the one function that turns any prompt (text,
+a list of OpenAI-style messages, or a Thread) into the messages a backend sends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ConfigError
+
+ROLES = ("system", "user", "assistant")
+MESSAGE_SHAPE = '{"role": "user", "content": "..."}'
+
+
+class Thread:
+    """A conversation, turn by turn: `Thread(inst=None).user(text).assistant(text)...`.
+
+    Pass it as the prompt of any model method; the model answers the last turn. `.user()` and
+    `.assistant()` append and return the thread, so turns chain.
+    """
+
+    def __init__(self, inst: str | None = None):
+        self._messages: list[dict[str, str]] = []
+        if inst is not None:
+            self._add("system", inst)
+
+    def user(self, text: str) -> Thread:
+        return self._add("user", text)
+
+    def assistant(self, text: str) -> Thread:
+        return self._add("assistant", text)
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        """The turns as OpenAI-style message dicts (a copy)."""
+        return [dict(m) for m in self._messages]
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def __repr__(self) -> str:
+        return f"Thread({', '.join(m['role'] for m in self._messages)})"
+
+    def _add(self, role: str, text: str) -> Thread:
+        if not isinstance(text, str):
+            raise TypeError(f"a {role} turn is text (a str), not {type(text).__name__}")
+        self._messages.append({"role": role, "content": text})
+        return self
+
+
+def messages_for(prompt: Any, inst: str | None, guide: str | None = None) -> tuple[dict, ...]:
+    """The messages to send for `prompt` (a str, a list of message dicts or a Thread), with `inst`
+    as the system message. Without `inst`, `guide` (llmnb's own instruction, e.g. to answer in
+    JSON) joins the prompt's system message, or becomes one. Bad input raises a short error that
+    says what to give instead."""
+    if isinstance(prompt, str):
+        messages = [{"role": "user", "content": prompt}]
+    elif isinstance(prompt, Thread):
+        messages = prompt.messages
+    elif isinstance(prompt, list | tuple):
+        messages = [checked(m) for m in prompt]
+    else:
+        raise TypeError(f"the prompt must be a string, a list of {MESSAGE_SHAPE} messages or an llmnb.Thread, "
+                        f"not {type(prompt).__name__}")
+    if not messages:
+        raise ConfigError(f"the prompt has no messages; give at least one, e.g. [{MESSAGE_SHAPE}]")
+    has_system = any(m["role"] == "system" for m in messages)
+    if inst is not None and has_system:
+        raise ConfigError("the prompt already has a system message; drop inst= or that message")
+    if inst is not None or (guide is not None and not has_system):
+        messages.insert(0, {"role": "system", "content": inst if inst is not None else guide})
+    elif guide is not None:
+        first = next(i for i, m in enumerate(messages) if m["role"] == "system")
+        messages[first] = {**messages[first], "content": f"{messages[first]['content']}\n{guide}"}
+    return tuple(messages)
+
+
+def checked(message: Any) -> dict:
+    """One message of a list prompt, copied, once its role and content are right."""
+    if not isinstance(message, dict):
+        raise TypeError(f"each message must be a dict like {MESSAGE_SHAPE}, not {type(message).__name__}")
+    if "role" not in message or "content" not in message:
+        raise ConfigError(f"each message needs a role and a content, like {MESSAGE_SHAPE}; got keys {sorted(message)}")
+    if message["role"] not in ROLES:
+        raise ConfigError(f"unknown role {message['role']!r}; use one of {', '.join(ROLES)}")
+    if not isinstance(message["content"], str):
+        raise TypeError(f"a message's content must be text (a str), not {type(message['content']).__name__}")
+    return dict(message)
+
+
+def label_of(messages: tuple[dict, ...]) -> str:
+    """What a call is about, for its label: the last user turn (or the last turn of any role)."""
+    users = [m for m in messages if m["role"] == "user"]
+    return (users or list(messages))[-1]["content"]
