@@ -1,9 +1,10 @@
 # %% [markdown]
 # # Playground: concurrency you can turn up and down
 #
-# Set the number of tasks, how slow the server is, how many requests may be in flight and whether
-# the answers stream, press **Run**, and watch the timeline draw itself under the controls. The
-# previous run's picture stays below the new one, so you can see what a change did.
+# Set the number of tasks, how slow the server is, how many requests may be in flight or be sent
+# per minute and whether the answers stream, press **Run**, and watch the timeline draw itself
+# under the controls, below the previous run's on the same time axis, so you can see what a
+# change did.
 #
 # No key and no network: the *remote stand-in* is an OpenAI-compatible server on this machine
 # (`llmnb.demo_server`) that answers each request after the latency you set, plus the time per
@@ -13,11 +14,8 @@
 
 # %%
 import asyncio
-import statistics
-import time
 
 import ipywidgets as widgets
-from IPython.display import HTML
 
 from llmnb import Models, Timeline
 from llmnb.demo_server import DemoServer
@@ -25,10 +23,6 @@ from llmnb.demo_server import DemoServer
 server = DemoServer().start()  # the remote stand-in, on 127.0.0.1 (a daemon thread: it ends with the kernel)
 PROMPT = "Hello, how are you?"
 LOCAL_TOKENS = 24  # the embedded model's answers stop here, so that a run takes seconds
-
-
-def side_by_side(*timelines):
-    return HTML('<div style="display:flex;flex-wrap:wrap;gap:1em">' + "".join(t.to_svg() for t in timelines) + "</div>")
 
 # %% [markdown]
 # ## The controls
@@ -44,10 +38,12 @@ controls = {
     "latency": widgets.FloatSlider(0.5, min=0.0, max=2.0, step=0.1, description="server latency (s)", **WIDE),
     "per_token": widgets.FloatSlider(0.0, min=0.0, max=0.1, step=0.01, description="time per token (s)", **WIDE),
     "max_concurrency": widgets.IntSlider(4, min=1, max=40, description="max_concurrency", **WIDE),
+    "rpm": widgets.IntSlider(0, min=0, max=1200, step=60, description="rpm (0: no limit)", **WIDE),
     "parallel": widgets.IntSlider(1, min=1, max=8, description="local parallel=N", **WIDE),
     "stream": widgets.Checkbox(False, description="stream the answers", **WIDE),
 }
-APPLIES_TO = {"latency": "remote", "per_token": "remote", "max_concurrency": "remote", "parallel": "embedded"}
+APPLIES_TO = {"latency": "remote", "per_token": "remote", "max_concurrency": "remote", "rpm": "remote",
+              "parallel": "embedded"}
 
 
 def grey_out(change=None):
@@ -60,8 +56,8 @@ grey_out()
 
 run_button = widgets.Button(description="Run", button_style="primary", icon="play")
 status = widgets.Label()
-pictures = widgets.VBox()  # this run's timeline, then the previous run's
-playground = widgets.VBox([*controls.values(), widgets.HBox([run_button, status]), pictures])
+picture = widgets.HTML()  # the previous run and this one, on one time axis
+playground = widgets.VBox([*controls.values(), widgets.HBox([run_button, status]), picture])
 
 # %% [markdown]
 # ## One run
@@ -79,7 +75,7 @@ async def make_model(settings):
     if settings["model"] == "remote":
         server.latency, server.per_token = settings["latency"], settings["per_token"]
         return Models.create("openai:demo", base_url=server.base_url, api_key="none",  # never send a real key
-                             max_concurrency=settings["max_concurrency"])
+                             max_concurrency=settings["max_concurrency"], rpm=settings["rpm"] or None)
     parallel = settings["parallel"]
     if parallel not in embedded:
         for old in embedded.values():  # one embedded model in memory at a time
@@ -93,19 +89,11 @@ async def make_model(settings):
     return embedded[parallel]
 
 
-async def ask(model, settings, first_words):
-    """One task: one call. `first_words` gets the moment its first words arrived: streamed, with
-    the first piece; not streamed, with the whole answer."""
-    if not settings["stream"]:
-        answer = await model.generate_async(PROMPT)
-        first_words.append(time.perf_counter())
-        return answer
-    pieces = []
-    async for piece in model.stream_async(PROMPT):
-        if not pieces:
-            first_words.append(time.perf_counter())
-        pieces.append(piece)
-    return "".join(pieces)
+async def ask(model, settings):
+    """One task: one call, its answer streamed (the timeline marks its first token) or whole."""
+    if settings["stream"]:
+        return "".join([piece async for piece in model.stream_async(PROMPT)])
+    return await model.generate_async(PROMPT)
 
 
 def title(settings):
@@ -113,31 +101,32 @@ def title(settings):
         how = f"embedded, parallel={settings['parallel']}"
     else:
         how = f"{settings['latency']:g} s, max_concurrency={settings['max_concurrency']}"
+        how += f", rpm={settings['rpm']}" if settings["rpm"] else ""
     return f"run {len(runs) + 1}: {settings['tasks']} tasks, {how}"
 
 
-async def draw_live(timeline, view):
+def draw(timeline):
+    """This run under the previous one, both from 0 s on one time axis, so their lengths compare."""
+    shown = Timeline.compare(runs[-1], timeline, title="the previous run and this one") if runs else timeline
+    picture.value = shown.to_svg()
+
+
+async def draw_live(timeline):
     while True:  # until cancelled at the run's end
-        view.value = timeline.to_svg()
+        draw(timeline)
         await asyncio.sleep(0.1)
 
 
 async def run_tasks(model, settings):
-    """All the tasks at once, drawn live in a new picture on top of the previous run's; the
-    timeline, and the median seconds until a task's first words (None if none came)."""
-    view = widgets.HTML()
-    pictures.children = (view, *pictures.children[:1])
-    first_words = []
+    """All the tasks at once, drawn live."""
     with Timeline(title=title(settings), display=False) as timeline:
-        start = time.perf_counter()
-        drawing = asyncio.ensure_future(draw_live(timeline, view))
+        drawing = asyncio.ensure_future(draw_live(timeline))
         try:  # a failed call is a red row on the timeline, not the end of the run
-            await asyncio.gather(*[ask(model, settings, first_words) for _ in range(settings["tasks"])],
-                                 return_exceptions=True)
+            await asyncio.gather(*[ask(model, settings) for _ in range(settings["tasks"])], return_exceptions=True)
         finally:
             drawing.cancel()
-    view.value = timeline.to_svg()
-    return timeline, statistics.median(first_words) - start if first_words else None
+    draw(timeline)
+    return timeline
 
 
 async def play(**changes):
@@ -149,14 +138,13 @@ async def play(**changes):
     try:
         model = await make_model(settings)
         status.value = "running..."
-        timeline, first = await run_tasks(model, settings)
+        timeline = await run_tasks(model, settings)
         if settings["model"] == "remote":
             model.close()  # its HTTP connections; a new run makes a new model with the new settings
     finally:
         run_button.disabled = False
     runs.append(timeline)
-    words = "" if first is None else f", the first words after {first:.2f} s (median)"
-    status.value = f"run {len(runs)}: wall {timeline.summary()['wall']:.2f} s{words}"
+    status.value = f"run {len(runs)}: wall {timeline.summary()['wall']:.2f} s"
     return timeline
 
 
@@ -181,9 +169,10 @@ run_button.on_click(on_run)
 # ## Play
 #
 # Move the controls and press **Run**. Things to try: raise `max_concurrency` until the wall time
-# stops falling; add latency and see that it costs once per round, not once per task; add time per
-# token and stream the answers: the wall time stays, the first words come after the latency; switch
-# to the embedded model and compare `parallel=1` with `parallel=4`.
+# stops falling; add latency and see that it costs once per round, not once per task; set a rate
+# of 120 requests per minute and watch the calls wait their turn (throttled) even with a high cap;
+# add time per token and stream the answers: the wall time stays, the first token comes after the
+# latency; switch to the embedded model and compare `parallel=1` with `parallel=4`.
 
 # %%
 playground
@@ -203,10 +192,25 @@ print("max_concurrency=8 took less than half the time of max_concurrency=2:",
       free.summary()["wall"] < capped.summary()["wall"] / 2)
 
 # %% [markdown]
-# The same two pictures as they stay in the saved notebook (the controls need a running kernel):
+# The same picture as it stays in the saved notebook (the controls need a running kernel):
 
 # %%
-side_by_side(capped, free)
+Timeline.compare(capped, free)
+
+# %% [markdown]
+# A rate limit paces the requests instead: with `rpm=240` (four a second) the eight calls go out a
+# quarter of a second apart, however high the cap, and the timeline shows each one's wait for its
+# turn as *throttled*.
+
+# %%
+paced = await play(rpm=240)
+Timeline.compare(free, paced)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("tasks done:", sum(r["status"] == "done" for r in paced.records()))
+print("calls throttled:", paced.summary()["throttled"] > 0)
+print("the rate limit took more than twice as long:", paced.summary()["wall"] > 2 * free.summary()["wall"])
 
 # %% [markdown]
 # And the embedded model, four tasks one at a time, then in one batch of four:
@@ -214,7 +218,7 @@ side_by_side(capped, free)
 # %%
 one = await play(model="embedded", tasks=4, parallel=1)
 batch = await play(parallel=4)
-side_by_side(one, batch)
+Timeline.compare(one, batch)
 
 # %%
 # NBVAL_CHECK_OUTPUT
