@@ -64,7 +64,8 @@ playground = widgets.VBox([*controls.values(), widgets.HBox([run_button, status]
 #
 # `play()` reads the controls, makes the model they describe, starts every task at once and draws
 # the timeline into the page ten times a second until the last task ends. Each task is one call;
-# the model's own limits (`max_concurrency`, `parallel=N`) decide how many run at a time.
+# the model's own limits decide how many run at a time (`max_concurrency`, `parallel=N`) and how
+# often one may start (`rpm`).
 
 # %%
 runs = []  # every run's Timeline, oldest first
