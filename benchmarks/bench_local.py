@@ -47,18 +47,20 @@ def count_tokens(events: list) -> int:
 
 
 async def run_prompts(model, together: bool) -> tuple[int, float]:
-    """(generated tokens, seconds) for the 8 prompts, one at a time or all at once."""
+    """(generated tokens, seconds, CPU seconds of this process) for the 8 prompts, one at a time or
+    all at once. The CPU time (every thread: the loop, the engine, llama.cpp's) is the cost of the
+    tokens whatever else the machine runs; the wall time is what a user waits."""
     from llmnb.events import listen
 
     events = []
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with listen(events.append):
         if together:
             await asyncio.gather(*(model.generate_async(p, max_tokens=MAX_TOKENS, temperature=0) for p in PROMPTS))
         else:
             for p in PROMPTS:
                 await model.generate_async(p, max_tokens=MAX_TOKENS, temperature=0)
-    return count_tokens(events), time.perf_counter() - start
+    return count_tokens(events), time.perf_counter() - start, time.process_time() - cpu
 
 
 # --- llama-server ---------------------------------------------------------------------------------
@@ -129,7 +131,7 @@ def engine_part(rounds: int, threads: list[int], before: Path | None) -> list[di
                     if before:
                         runs["before"].append(child_round(before, t, together))
                     print(f"  T={t} {'8 at once' if together else 'one at a time'} round {r + 1}: "
-                          + ", ".join(f"{k} {tok / s:.1f} tok/s" for k, v in runs.items() if v for tok, s in v[-1:]),
+                          + ", ".join(f"{k} {rate(v[-1]):.1f} tok/s" for k, v in runs.items() if v),
                           flush=True)
                 rows.append({"threads": t, "together": together, **runs})
         for model in llmnb.values():
@@ -142,13 +144,12 @@ def _none():
     yield None
 
 
-def child_round(checkout: Path, threads: int, together: bool) -> tuple[int, float]:
+def child_round(checkout: Path, threads: int, together: bool) -> tuple[int, float, float]:
     """One timed round of the llmnb cell, with llmnb imported from another checkout."""
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     out = subprocess.run([sys.executable, __file__, "--child", str(threads), str(int(together))], env=env,
                          capture_output=True, text=True, check=True, cwd="/")
-    tokens, seconds = json.loads(out.stdout.strip().splitlines()[-1])
-    return tokens, seconds
+    return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def child(threads: int, together: bool) -> None:
@@ -160,27 +161,30 @@ def child(threads: int, together: bool) -> None:
     print(json.dumps(asyncio.run(run_prompts(model, together))))
 
 
-def rate(run: tuple[int, float]) -> float:
+def rate(run: tuple) -> float:
     return run[0] / run[1]
 
 
+def cpu_ms(runs: list[tuple]) -> str:
+    """Median CPU milliseconds per generated token of llmnb's process."""
+    return f"{statistics.median(1000 * r[2] / r[0] for r in runs):.1f}"
+
+
 def engine_report(rows: list[dict]) -> str:
-    lines = ["| tokens/s (median of rounds) | llama-server -np 8 | llmnb embedded | llmnb / server |"
-             + (" llmnb before |" if any(r["before"] for r in rows) else ""),
-             "|---|---:|---:|---:|" + ("---:|" if any(r["before"] for r in rows) else "")]
+    before = any(r["before"] for r in rows)
+    head = ["tokens/s, median of rounds", "llama-server -np 8", "llmnb embedded", "llmnb / server",
+            "llmnb CPU ms/token"] + (["before: tokens/s", "before: CPU ms/token"] if before else [])
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for row in rows:
         mode = "8 at once (parallel=8)" if row["together"] else "one at a time (parallel=1)"
-        ours = statistics.median(rate(x) for x in row["llmnb"])
-        cells = [f"{row['threads']} thread{'s' if row['threads'] > 1 else ''}, {mode}"]
+        cells = [f"{row['threads']} thread{'s' if row['threads'] > 1 else ''}, {mode}", "-",
+                 f"{statistics.median(rate(x) for x in row['llmnb']):.1f}", "-", cpu_ms(row["llmnb"])]
         if row["server"]:
-            theirs = statistics.median(rate(x) for x in row["server"])
             ratios = [rate(a) / rate(b) for a, b in zip(row["llmnb"], row["server"], strict=True)]
-            cells += [f"{theirs:.1f}", f"{ours:.1f}",
-                      f"{100 * statistics.median(ratios):.0f} % ({100 * min(ratios):.0f}-{100 * max(ratios):.0f})"]
-        else:
-            cells += ["-", f"{ours:.1f}", "-"]
-        if row["before"]:
-            cells.append(f"{statistics.median(rate(x) for x in row['before']):.1f}")
+            cells[1] = f"{statistics.median(rate(x) for x in row['server']):.1f}"
+            cells[3] = f"{100 * statistics.median(ratios):.0f} % ({100 * min(ratios):.0f}-{100 * max(ratios):.0f})"
+        if before:
+            cells += [f"{statistics.median(rate(x) for x in row['before']):.1f}", cpu_ms(row["before"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -226,23 +230,21 @@ def server_part() -> str:
 # --- part 3: streaming against not streaming ------------------------------------------------------------
 def stream_part(rounds: int) -> str:
     from llmnb import Models
+    from llmnb.events import listen
 
     model = Models.create("llamacpp:smollm2", parallel=8)
 
-    async def streamed() -> tuple[int, float]:
-        pieces = [0]
-
+    async def streamed() -> tuple[int, float, float]:
+        """As run_prompts(model, together=True), each answer read piece by piece."""
         async def one(p):
-            async for piece in model.stream_async(p, max_tokens=MAX_TOKENS, temperature=0):
-                pieces[0] += bool(piece)
+            async for _ in model.stream_async(p, max_tokens=MAX_TOKENS, temperature=0):
+                pass
 
-        start = time.perf_counter()
         events = []
-        from llmnb.events import listen
-
+        start, cpu = time.perf_counter(), time.process_time()
         with listen(events.append):
             await asyncio.gather(*(one(p) for p in PROMPTS))
-        return count_tokens(events), time.perf_counter() - start
+        return count_tokens(events), time.perf_counter() - start, time.process_time() - cpu
 
     asyncio.run(streamed())
     runs = {"streamed": [], "not streamed": []}

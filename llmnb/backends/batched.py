@@ -37,6 +37,7 @@ from .grammar import schema_to_gbnf
 from .local import LOCAL_DEFAULTS, REPEAT_PENALTY, import_llama_cpp, reusable
 
 MAX_PARALLEL = 64
+LATE = object()  # put in a job's queue when its time is up
 
 
 @dataclass(eq=False)
@@ -297,7 +298,7 @@ def _put_all(items) -> None:
 
 def _last(item) -> bool:
     """Whether a job's item is its last: the final piece, an error, or None (cancelled)."""
-    return not isinstance(item, Delta) or item.finish is not None
+    return item is None or isinstance(item, BaseException) or (isinstance(item, Delta) and item.finish is not None)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -349,11 +350,12 @@ class BatchedBackend(Backend):
         loop = asyncio.get_running_loop()
         job = Job(request, loop, asyncio.Queue())
         self._engine.submit(job)
-        deadline, text = loop.time() + self.timeout, []
+        timer = loop.call_later(self.timeout, job.queue.put_nowait, LATE)  # one timer per call, not per piece
+        text = []
         try:
             while True:
                 try:
-                    delta = await self._next(job, deadline)
+                    delta = await self._next(job)
                 except ModelCallError as e:
                     e.partial = "".join(text) if text else None  # what the caller already has
                     raise
@@ -367,18 +369,17 @@ class BatchedBackend(Backend):
                     text.append(delta.text)
                     yield delta
         finally:
+            timer.cancel()
             if not job.ended:  # left early: stop the sequence, and wait until its cells are free
                 self._engine.cancel(job)
                 while not _last(await job.queue.get()):
                     pass
 
-    async def _next(self, job: Job, deadline: float) -> Delta:
+    async def _next(self, job: Job) -> Delta:
         """The job's next piece. Its last item (final piece, error) marks the job as done."""
-        try:
-            async with asyncio.timeout_at(deadline):
-                item = await job.queue.get()
-        except TimeoutError as e:
-            raise ModelCallError(f"{self.name}: generation took longer than timeout={self.timeout}s") from e
+        item = await job.queue.get()
+        if item is LATE:
+            raise ModelCallError(f"{self.name}: generation took longer than timeout={self.timeout}s")
         job.ended = _last(item)
         if isinstance(item, BaseException):
             raise item
