@@ -15,7 +15,7 @@ Each part writes its table into benchmarks/results/batched.md (and prints it).
 3. memory: peak resident memory (VmHWM, as ru_maxrss but not inherited from the parent) of a
    fresh process that loads the model with parallel=N and runs N extract tasks, N = 1, 4, 8, 16.
 
-Generated tokens count the end-of-text token, as both llmnb backends do; sibila's are its output
+Generated tokens count the end-of-text token, as llmnb does; sibila's are its output
 text re-tokenized, plus one.
 """
 
@@ -217,7 +217,7 @@ def memory(ns: list[int]) -> dict:
 def child_memory(n: str) -> None:
     from llmnb import Models
 
-    if n == "sequential":  # parallel=1, the sequential LlamaCppBackend, for reference
+    if n == "sequential":  # parallel=1, one task at a time, for reference
         Models.create("llamacpp:smollm2", n_threads=THREADS).extract(person_type(), prompts(0)[0], seed=0)
     elif n != "import":
         from llmnb.backends.batched import BatchedBackend

@@ -51,13 +51,10 @@ def _llamacpp(name: str, timeout: float = 300.0, n_ctx: int = 2048, n_threads: i
         if not path.is_file():
             known = ", ".join(f"llamacpp:{a}" for a in EMBEDDED)
             raise ConfigError(f"no GGUF file at {path.resolve()}; give the path of a .gguf file, or use {known}")
-    if parallel != 1 or isinstance(parallel, bool):  # BatchedBackend validates (and refuses True)
-        from .backends.batched import BatchedBackend
+    from .backends.batched import BatchedBackend
 
-        return BatchedBackend(path, name=f"llamacpp:{name}", parallel=parallel, n_ctx=n_ctx, n_threads=n_threads, timeout=timeout)
-    from .backends.llamacpp import LlamaCppBackend
-
-    return LlamaCppBackend(path, name=f"llamacpp:{name}", n_ctx=n_ctx, n_threads=n_threads, timeout=timeout)
+    return BatchedBackend(path, name=f"llamacpp:{name}", parallel=parallel, n_ctx=n_ctx, n_threads=n_threads,
+                          timeout=timeout)
 
 
 def _openai(name: str, api_key: str | None = None, base_url: str | None = None, max_concurrency: int = 16,

@@ -53,7 +53,7 @@ def batched():
 
 @pytest.fixture
 def sequential():
-    """A new sequential model (parallel=1), likewise with nothing cached."""
+    """A new model running one task at a time (parallel=1), likewise with nothing cached."""
     return Models.create("llamacpp:smollm2", temperature=0)
 
 
@@ -83,7 +83,7 @@ def used_cells(model) -> list[int]:
     return [lc.L.llama_memory_seq_pos_max(lc.memory, s) for s in range(lc.n_seq)]
 
 
-def test_structured_results_are_valid_and_match_the_sequential_path(batched, sequential):
+def test_structured_results_are_valid_and_match_one_at_a_time(batched, sequential):
     async def main():
         together = await asyncio.gather(*(run_task(batched, *t) for t in TASKS))
         one_by_one = [await run_task(sequential, *t) for t in TASKS]
@@ -99,7 +99,7 @@ def test_structured_results_are_valid_and_match_the_sequential_path(batched, seq
     assert together == one_by_one
 
 
-def test_seeded_sampling_matches_the_sequential_path(batched, sequential):
+def test_seeded_sampling_matches_one_at_a_time(batched, sequential):
     async def main():
         gen = {"temperature": 0.8, "seed": 3}
         together = await asyncio.gather(*(run_task(batched, *t, **gen) for t in TASKS[:2]),
@@ -184,12 +184,11 @@ def test_cancelling_one_of_four_frees_its_sequence_and_spares_the_others(batched
 def test_a_sequence_failing_mid_decode_fails_alone(batched, sequential, monkeypatch):
     """Fault injection: one sequence's sampler breaks after a few tokens, while all four decode
     together. That task fails with the error; the other three finish as if alone."""
-    from llmnb.backends.batched import Engine
+    engine = batched.backend._engine  # this engine only: `sequential` runs the same engine code
+    start = engine._start
 
-    start = Engine._start
-
-    def start_with_a_fault(engine, job, free):
-        start(engine, job, free)
+    def start_with_a_fault(job, free):
+        start(job, free)
         if job.request.messages[-1]["content"] == STORIES[2]:
             slot = next(s for s in engine.slots if s.job is job)
             sample, calls = slot.sampler.sample, []
@@ -202,7 +201,7 @@ def test_a_sequence_failing_mid_decode_fails_alone(batched, sequential, monkeypa
 
             slot.sampler.sample = breaking
 
-    monkeypatch.setattr(Engine, "_start", start_with_a_fault)
+    monkeypatch.setattr(engine, "_start", start_with_a_fault)
 
     async def main():
         together = await asyncio.gather(*(batched.generate_async(s, max_tokens=30) for s in STORIES),
@@ -270,6 +269,7 @@ def test_a_dropped_batched_model_stops_its_engine_thread():
     def engines():
         return sum(t.name == "llmnb-batched" and t.is_alive() for t in threading.enumerate())
 
+    gc.collect()  # models that earlier tests dropped stop their engines now, not during the count
     before = engines()
     model = Models.create("llamacpp:smollm2", parallel=2)
     model.generate("Hi", max_tokens=3)

@@ -1,4 +1,4 @@
-"""A GGUF model in this process that runs up to N generations together: `parallel=N`.
+"""A GGUF model in this process: one engine runs every local call, up to N at once (`parallel=N`).
 
 llama.cpp can decode many sequences in one batch, and on a CPU one step for eight sequences
 costs little more than a step for one. So the N tasks share one llama.cpp context (one sequence,
@@ -8,40 +8,48 @@ in the same steps that decode the others) and leaves when it ends. Each step:
 
     admit queued jobs into free slots -> drop cancelled ones (their KV cells are freed at once)
     -> one llama_decode of every running sequence's next token plus chunks of new prompts
-    -> sample each sequence that got logits -> finish those that ended
+    -> sample each sequence that got logits -> post each one's new text to its caller's loop
 
-Calls wait on a per-loop asyncio.Semaphore(N) (the "waiting" phase on the timeline), so at most
-N jobs reach the engine from each loop; jobs beyond its slots queue inside the engine.
-A slot keeps the start of its last finished task's prompt, and a new task whose prompt starts the
-same way (the same system instruction, say) reuses those KV cells, as `Llama` does for one
-sequence, within the rule that keeps answers independent of what ran before (`FRESH_TAIL`).
+`parallel=1` is the same engine with one sequence: one task at a time. Calls wait on a per-loop
+asyncio.Semaphore(N) (the "waiting" phase on the timeline), so at most N jobs reach the engine
+from each loop; jobs beyond its slots queue inside the engine. Every call is a stream of pieces,
+one per decode step; `complete` joins them. A slot keeps the start of its last finished task's
+prompt, and a new task whose prompt starts the same way (the same system instruction, say) reuses
+those KV cells, within the rule that keeps answers independent of what ran before (`FRESH_TAIL`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import threading
 import weakref
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, ModelCallError
-from .base import Backend, Completion, PerLoop, Request
+from ..events import Call
+from .base import Backend, Completion, Delta, PerLoop, Request, join
 from .batched_llama import LlamaContext, SequenceSampler
 from .grammar import schema_to_gbnf
-from .llamacpp import LOCAL_DEFAULTS, REPEAT_PENALTY, import_llama_cpp, reusable
+from .local import LOCAL_DEFAULTS, REPEAT_PENALTY, import_llama_cpp, reusable
 
 MAX_PARALLEL = 64
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
-    """One generation handed to the engine; `deliver` is called once, from the engine thread."""
+    """One generation handed to the engine. The engine posts to `queue`, on the caller's `loop`:
+    a `Delta` per decode step (the last one has a `finish`), or an exception, or None once the
+    job was cancelled."""
 
     request: Request
-    deliver: object
-    cancelled: bool = False
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+    cancelled: bool = False  # set by the caller, read by the engine
+    ended: bool = False  # the caller has read the last item
 
 
 @dataclass
@@ -57,6 +65,7 @@ class Slot:
     out: list[int] = field(default_factory=list)
     max_tokens: int = 0
     row: int = -1  # batch row of this step's logits, or -1
+    text: codecs.IncrementalDecoder | None = None  # keeps a character split over two tokens whole
 
 
 class Engine:
@@ -66,7 +75,9 @@ class Engine:
         self.lc = lc
         self.name = name
         self.slots = [Slot(i) for i in range(lc.n_seq)]
+        self.running: list[Slot] = []
         self._inbox: deque[Job] = deque()
+        self._outbox: dict[asyncio.AbstractEventLoop, list] = {}
         self._wake = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="llmnb-batched", daemon=True)
@@ -75,7 +86,7 @@ class Engine:
     def submit(self, job: Job) -> None:
         with self._wake:
             if self._closed:
-                raise ModelCallError(f"{self.name}: the model was closed")
+                raise ModelCallError(f"{self.name}: the model was closed; make a new one with Models.create")
             self._inbox.append(job)
             self._wake.notify()
 
@@ -98,23 +109,26 @@ class Engine:
                 try:
                     self._drop_cancelled()
                     self._admit()
-                    if self._running():
+                    if self.running:
                         self._step()
                 except Exception as e:  # noqa: BLE001 - a bug here must not leave calls waiting forever
-                    for slot in self._running():
-                        self._end(slot, ModelCallError(f"{self.name}: the batched engine failed: {e!r}"), keep_cache=False)
+                    for slot in list(self.running):
+                        self._end(slot, ModelCallError(f"{self.name}: the local engine failed: {e!r}"),
+                                  keep_cache=False)
+                self._flush()
         finally:
-            closed = ModelCallError(f"{self.name}: the model was closed")
-            for slot in self._running():
+            closed = ModelCallError(f"{self.name}: the model was closed; make a new one with Models.create")
+            for slot in list(self.running):
                 self._end(slot, closed)
             while self._inbox:
-                self._inbox.popleft().deliver(closed)
+                self._post(self._inbox.popleft(), closed)
+            self._flush()
             self.lc.close()
 
     def _wait_for_work(self) -> bool:
         """Sleep until there is something to do; answer cancelled queued jobs. False once closed."""
         with self._wake:
-            while not self._closed and not self._inbox and not self._running():
+            while not self._closed and not self._inbox and not self.running:
                 self._wake.wait()
             if self._closed:
                 return False
@@ -122,14 +136,23 @@ class Engine:
             for job in cancelled:
                 self._inbox.remove(job)
         for job in cancelled:
-            job.deliver(None)
+            self._post(job, None)
         return True
 
-    def _running(self) -> list[Slot]:
-        return [slot for slot in self.slots if slot.job is not None]
+    def _post(self, job: Job, item) -> None:
+        """Queue `item` for `job`'s caller; sent at the end of the step, one wake-up per loop."""
+        self._outbox.setdefault(job.loop, []).append((job.queue, item))
+
+    def _flush(self) -> None:
+        for loop, items in self._outbox.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, items)
+            except RuntimeError:  # the loop has closed: nobody waits any more
+                pass
+        self._outbox = {}
 
     def _drop_cancelled(self) -> None:
-        for slot in self._running():
+        for slot in list(self.running):
             if slot.job.cancelled:
                 self._end(slot, None, keep_cache=False)
 
@@ -143,7 +166,7 @@ class Engine:
             try:
                 self._start(job, free)
             except Exception as e:  # noqa: BLE001 - a bad prompt or grammar fails its own task only
-                job.deliver(e)
+                self._post(job, e)
 
     def _start(self, job: Job, free: list[Slot]) -> None:
         request = job.request
@@ -164,30 +187,12 @@ class Engine:
         slot.pending = prompt[keep:]
         slot.job, slot.sampler, slot.n_prompt, slot.out = job, sampler, len(prompt), []
         slot.max_tokens = request.gen.max_tokens
+        slot.text = codecs.getincrementaldecoder("utf-8")(errors="ignore")
+        self.running.append(slot)
 
     def _step(self) -> None:
         """One llama_decode for every running sequence, then one sampled token for each that got logits."""
-        items, members = [], []
-        decoding = [s for s in self._running() if not s.pending]
-        prefilling = [s for s in self._running() if s.pending]
-        for slot in decoding:
-            slot.row = len(items)
-            items.append((slot.out[-1], len(slot.cached), slot.seq, True))
-            members.append((slot, 1))
-        room = self.lc.n_batch - len(items)
-        for slot in prefilling:
-            slot.row = -1
-            if room <= 0:
-                continue
-            chunk = slot.pending[:room]
-            start = len(slot.cached)
-            done = len(chunk) == len(slot.pending)
-            for i, token in enumerate(chunk):
-                items.append((token, start + i, slot.seq, done and i == len(chunk) - 1))
-            if done:
-                slot.row = len(items) - 1
-            members.append((slot, len(chunk)))
-            room -= len(chunk)
+        items, members = self._batch()
         if not self._decode(items, members):
             return
         for slot, n in members:
@@ -195,6 +200,31 @@ class Engine:
         for slot, _ in members:
             if slot.row >= 0 and slot.job is not None:
                 self._sample(slot)
+
+    def _batch(self) -> tuple[list, list]:
+        """This step's (token, position, sequence, wants logits) items: the next token of every
+        decoding sequence first, then as much of the waiting prompts as the batch holds."""
+        items, members = [], []
+        for slot in self.running:
+            slot.row = -1
+            if not slot.pending:
+                slot.row = len(items)
+                items.append((slot.out[-1], len(slot.cached), slot.seq, True))
+                members.append((slot, 1))
+        room = self.lc.n_batch - len(items)
+        for slot in self.running:
+            if not slot.pending or room <= 0:
+                continue
+            chunk = slot.pending[:room]
+            start = len(slot.cached)
+            done = len(chunk) == len(slot.pending)
+            items.extend((token, start + i, slot.seq, False) for i, token in enumerate(chunk))
+            if done:
+                items[-1] = items[-1][:3] + (True,)
+                slot.row = len(items) - 1
+            members.append((slot, len(chunk)))
+            room -= len(chunk)
+        return items, members
 
     def _decode(self, items, members) -> bool:
         """Decode the step's batch; True when it worked for all. Otherwise each sequence is decoded
@@ -230,21 +260,22 @@ class Engine:
         except Exception as e:  # noqa: BLE001 - fails this sequence only
             self._end(slot, e, keep_cache=False)
             return
+        slot.out.append(token)  # the end token too: counted as llama.cpp's own server counts it
         if self.lc.is_end(token):
-            slot.out.append(token)  # counted like the sequential path counts sampled tokens
-            self._end(slot, self._completion(slot, ended=True))
+            self._end(slot, self._delta(slot, b"", "stop"))
             return
         slot.sampler.accept(token)
-        slot.out.append(token)
         if len(slot.out) >= slot.max_tokens or len(slot.cached) + 1 >= self.lc.n_ctx_seq:
-            self._end(slot, self._completion(slot, ended=False))
+            self._end(slot, self._delta(slot, self.lc.piece(token), "length"))
+        else:
+            self._post(slot.job, self._delta(slot, self.lc.piece(token), None))
 
-    def _completion(self, slot: Slot, *, ended: bool) -> Completion:
-        tokens = slot.out[:-1] if ended else slot.out
-        text = b"".join(self.lc.piece(t) for t in tokens).decode("utf-8", errors="ignore")
-        return Completion(text, tokens_in=slot.n_prompt, tokens_out=len(slot.out))
+    def _delta(self, slot: Slot, piece: bytes, finish: str | None) -> Delta:
+        text = slot.text.decode(piece, final=finish is not None)
+        return Delta(text, tokens_in=slot.n_prompt, tokens_out=len(slot.out), finish=finish)
 
     def _end(self, slot: Slot, outcome, *, keep_cache: bool = True) -> None:
+        """Free the slot and post the job's last item (its final Delta, an exception, or None)."""
         job = slot.job
         if keep_cache:  # the next task may reuse the start of this prompt, never the generated tokens
             del slot.cached[reusable(slot.n_prompt):]
@@ -253,13 +284,25 @@ class Engine:
             slot.cached = []
         if slot.sampler is not None:
             slot.sampler.close()
-        slot.job, slot.sampler, slot.pending, slot.out, slot.row = None, None, [], [], -1
-        job.deliver(outcome)
+        slot.job, slot.sampler, slot.pending, slot.out, slot.row, slot.text = None, None, [], [], -1, None
+        self.running.remove(slot)
+        self._post(job, outcome)
+
+
+def _put_all(items) -> None:
+    """On the callers' loop: hand each job its items."""
+    for queue, item in items:
+        queue.put_nowait(item)
+
+
+def _last(item) -> bool:
+    """Whether a job's item is its last: the final piece, an error, or None (cancelled)."""
+    return not isinstance(item, Delta) or item.finish is not None
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1
@@ -269,7 +312,7 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 class BatchedBackend(Backend):
     defaults = LOCAL_DEFAULTS
 
-    def __init__(self, path: Path, *, name: str, parallel: int, n_ctx: int = 2048, n_threads: int | None = None,
+    def __init__(self, path: Path, *, name: str, parallel: int = 1, n_ctx: int = 2048, n_threads: int | None = None,
                  timeout: float = 300.0):
         if isinstance(parallel, bool) or not isinstance(parallel, int) or not 1 <= parallel <= MAX_PARALLEL:
             raise ConfigError(f"parallel must be a whole number from 1 to {MAX_PARALLEL}, not {parallel!r}")
@@ -297,37 +340,46 @@ class BatchedBackend(Backend):
         """Stop the engine thread and free the model (running calls fail)."""
         self._engine.close()
 
-    async def complete(self, request: Request) -> Completion:
+    async def complete(self, request: Request, call: Call) -> Completion:
+        return join([delta async for delta in self.stream(request, call)])
+
+    async def stream(self, request: Request, call: Call) -> AsyncIterator[Delta]:
+        """The answer piece by piece, one per decode step. Leaving early (break, aclose, a
+        cancelled task) stops the sequence and frees its slot and KV cells."""
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
-
-        def deliver(outcome):  # from the engine thread
-            try:
-                loop.call_soon_threadsafe(_settle, future, outcome)
-            except RuntimeError:  # the loop has closed: nobody waits any more
-                pass
-
-        job = Job(request, deliver)
+        job = Job(request, loop, asyncio.Queue())
         self._engine.submit(job)
+        deadline, text = loop.time() + self.timeout, []
         try:
-            async with asyncio.timeout(self.timeout):
-                return await asyncio.shield(future)
-        except BaseException as e:
-            self._engine.cancel(job)
-            await asyncio.wait([future])  # the engine frees the sequence within one step
-            if not future.cancelled():
-                future.exception()  # retrieved: a late failure of a cancelled call is not news
-            if isinstance(e, TimeoutError):
-                raise ModelCallError(f"{self.name}: generation took longer than timeout={self.timeout}s") from e
-            raise
+            while True:
+                try:
+                    delta = await self._next(job, deadline)
+                except ModelCallError as e:
+                    e.partial = "".join(text) if text else None  # what the caller already has
+                    raise
+                if delta.tokens_out == 1:  # one token per step: this is the first
+                    call.emit("first_token")
+                call.emit("progress", tokens_out=delta.tokens_out)
+                if delta.finish is not None:
+                    yield delta
+                    return
+                if delta.text:
+                    text.append(delta.text)
+                    yield delta
+        finally:
+            if not job.ended:  # left early: stop the sequence, and wait until its cells are free
+                self._engine.cancel(job)
+                while not _last(await job.queue.get()):
+                    pass
 
-
-def _settle(future: asyncio.Future, outcome) -> None:
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    elif outcome is None:
-        future.cancel()
-    else:
-        future.set_result(outcome)
+    async def _next(self, job: Job, deadline: float) -> Delta:
+        """The job's next piece. Its last item (final piece, error) marks the job as done."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                item = await job.queue.get()
+        except TimeoutError as e:
+            raise ModelCallError(f"{self.name}: generation took longer than timeout={self.timeout}s") from e
+        job.ended = _last(item)
+        if isinstance(item, BaseException):
+            raise item
+        return item

@@ -10,20 +10,24 @@ import ctypes
 import logging
 import math
 import os
+from collections import deque
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, ModelCallError
 
-# llama-cpp-python's defaults for create_chat_completion, which the sequential backend uses:
-# the batched engine samples with the very same chain (see SequenceSampler).
+# llama-cpp-python's defaults for create_chat_completion: the engine samples with the very same
+# chain (see SequenceSampler), so a seed gives the answer llama-cpp-python's `Llama` gives.
 TOP_K, TOP_P, MIN_P, TYPICAL_P = 40, 0.95, 0.05, 1.0
 PENALTY_LAST_N = 64  # Llama(last_n_tokens_size=64)
-# Llama(flash_attn=False): the same attention kernels, so the same numbers as the sequential path
+# Llama(flash_attn=False): the same attention kernels, so the same numbers as `Llama`
 FLASH_ATTN = 0  # LLAMA_FLASH_ATTN_TYPE_DISABLED
 TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
-FIRST_CANDIDATES = 256  # the highest logits sampled from first (x16 while they cannot decide)
+# The samplers see the tokens whose logits are within this much of the highest first (a few dozen
+# tokens), then more while those cannot decide the outcome: a linear scan where sorting or
+# partitioning 49,152 logits cost ten times as much.
+CANDIDATE_MARGINS = (6.0, 24.0, math.inf)
 
 
 class LlamaContext:
@@ -68,8 +72,16 @@ class LlamaContext:
         self._tokens = np.ctypeslib.as_array(self.batch.token, shape=(n_batch,))
         self._pos = np.ctypeslib.as_array(self.batch.pos, shape=(n_batch,))
         self._logits = np.ctypeslib.as_array(self.batch.logits, shape=(n_batch,))
+        self._seqs = [-1] * n_batch  # the sequence id written in each row of the batch so far
         for i in range(n_batch):
             self.batch.n_seq_id[i] = 1
+        self._outputs: np.ndarray | None = None  # this step's logits, one row per output
+        self._view: np.ndarray | None = None  # the last array made over llama.cpp's logits buffer
+        self._rows: dict[int, int] = {}  # batch item -> its row in this step's logits
+        self._best: np.ndarray | None = None  # and each row's highest logit
+        self._pieces: dict[int, bytes] = {}
+        self._ends: dict[int, bool] = {}
+        self.candidates = np.empty(self.n_vocab, dtype=TOKEN_DATA)  # the samplers' work space (one thread)
 
         # The chat prompt exactly as llama-cpp-python builds it for a GGUF with a chat template
         # (Llama.__init__ -> Jinja2ChatFormatter -> chat_formatter_to_chat_completion_handler).
@@ -117,28 +129,37 @@ class LlamaContext:
         return list(out[:n])
 
     def piece(self, token: int) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        n = self.L.llama_token_to_piece(self.vocab, token, buf, 64, 0, False)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = self.L.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
-        return buf.raw[:n]
+        """The bytes of a token's text (kept: a few thousand tokens make up most answers)."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            buf = ctypes.create_string_buffer(64)
+            n = self.L.llama_token_to_piece(self.vocab, token, buf, 64, 0, False)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = self.L.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
+            piece = self._pieces[token] = buf.raw[:n]
+        return piece
 
     def is_end(self, token: int) -> bool:
-        return token in self.stop_ids or self.L.llama_vocab_is_eog(self.vocab, token)
+        end = self._ends.get(token)
+        if end is None:
+            end = self._ends[token] = token in self.stop_ids or bool(self.L.llama_vocab_is_eog(self.vocab, token))
+        return end
 
     # --- the batch --------------------------------------------------------------------------------
     def decode(self, items: list[tuple[int, int, int, bool]]) -> int:
         """Decode (token, position, sequence, wants logits) items in one llama_decode; 0 is success."""
         n = len(items)
-        tokens, positions, seqs, wants = zip(*items)
+        tokens, positions, seqs, wants = zip(*items, strict=True)
         self._tokens[:n] = tokens
         self._pos[:n] = positions
         self._logits[:n] = wants
-        seq_id = self.batch.seq_id
+        seq_id, written = self.batch.seq_id, self._seqs
         for i, s in enumerate(seqs):
-            seq_id[i][0] = s
+            if written[i] != s:  # the same rows carry the same sequences step after step
+                seq_id[i][0] = written[i] = s
         self.batch.n_tokens = n
+        self._outputs = self._best = None
         return self.L.llama_decode(self.ctx, self.batch)
 
     def forget(self, seq: int, start: int = 0) -> None:
@@ -146,7 +167,30 @@ class LlamaContext:
         self.L.llama_memory_seq_rm(self.memory, seq, start, -1)
 
     def logits(self, i: int) -> np.ndarray:
-        return np.ctypeslib.as_array(self.L.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,))
+        """The logits of batch item `i` of the last decode (valid until the next decode)."""
+        return self._all_logits()[self._rows[i]]
+
+    def best(self, i: int) -> int:
+        """The token with the highest logit for batch item `i` (the lowest id among equals), found
+        for every item of the step in one numpy call."""
+        if self._best is None:
+            self._best = self._all_logits().argmax(axis=1)
+        return int(self._best[self._rows[i]])
+
+    def _all_logits(self) -> np.ndarray:
+        """This step's logits, one row per item that asked for them, in batch order (llama.cpp
+        puts its output rows back in that order). The array is made again only when llama.cpp
+        moved its buffer or the number of rows changed."""
+        if self._outputs is None:
+            wanted = np.flatnonzero(self._logits[:self.batch.n_tokens])
+            self._rows = {int(i): row for row, i in enumerate(wanted)}
+            pointer = self.L.llama_get_logits(self.ctx)
+            address = ctypes.cast(pointer, ctypes.c_void_p).value
+            view = self._view
+            if view is None or view.ctypes.data != address or len(view) != len(wanted):
+                view = self._view = np.ctypeslib.as_array(pointer, shape=(len(wanted), self.n_vocab))
+            self._outputs = view
+        return self._outputs
 
     def close(self) -> None:
         L = self.L
@@ -168,8 +212,9 @@ class SequenceSampler:
     top_p -> min_p -> temp -> dist, or greedy at temperature 0) with the same seed, but cheaper:
     that chain runs over all 49,152 tokens of the vocabulary at every step, and checking each
     against a grammar costs more than the decode itself when eight sequences share a step. Here
-    the same llama.cpp samplers see the highest logits first (256, then 4,096, then all), and
-    more only when those cannot decide the outcome (see `_enough`).
+    greedy decoding takes the highest logit straight away when neither the repeat penalty nor a
+    grammar can touch it (most tokens); otherwise the same llama.cpp samplers see the tokens
+    near the highest logit first, and more only when those cannot decide the outcome (`_enough`).
     """
 
     def __init__(self, lc: LlamaContext, *, temperature: float, repeat_penalty: float, seed: int | None,
@@ -179,6 +224,9 @@ class SequenceSampler:
         self.temperature = temperature
         self._owned = []
         self.penalties = self._own(L.llama_sampler_init_penalties(lc.n_vocab, PENALTY_LAST_N, repeat_penalty, 0.0, 0.0))
+        # The tokens the penalty lowers: the last PENALTY_LAST_N accepted, as the sampler counts them.
+        self._window: deque[int] = deque()
+        self.recent: dict[int, int] = {}
         self.grammar = None
         if gbnf is not None:
             grammar = L.llama_sampler_init_grammar(lc.vocab, gbnf.encode(), b"root")
@@ -212,17 +260,16 @@ class SequenceSampler:
 
     def sample(self, i: int) -> int:
         """The next token of this sequence from the logits of batch row `i`."""
+        best = self.lc.best(i)
+        if self.tail is None and self.grammar is None and best not in self.recent:
+            return best  # greedy, and no penalty or grammar can lower the highest logit
         logits = self.lc.logits(i)
-        n = len(logits)
-        k = min(FIRST_CANDIDATES, n)
-        while True:
-            if k < n:
-                top = np.argpartition(logits, n - k)[n - k:]
-                bound = float(logits[top].min())  # no token left out has a higher logit
-            else:
-                top, bound = self.lc.ids, -math.inf
-            data = np.empty(len(top), dtype=TOKEN_DATA)
-            data["id"], data["logit"], data["p"] = top, logits[top], 0
+        n, top = len(logits), float(logits[best])
+        for margin in CANDIDATE_MARGINS:
+            bound = top - margin  # every token left out has a logit of at most `bound`
+            ids = np.flatnonzero(logits > bound) if margin < math.inf else self.lc.ids
+            data = self.lc.candidates[:len(ids)]
+            data["id"], data["logit"], data["p"] = ids, logits[ids], 0
             self._apply(self.penalties, data)  # a repeat penalty only lowers logits
             if self.grammar is not None:
                 self._apply(self.grammar, data)  # sets the logits of forbidden tokens to -inf
@@ -230,9 +277,8 @@ class SequenceSampler:
             known = known[np.lexsort((known["id"], -known["logit"]))]  # best first; ties by id, as llama.cpp
             if self._enough(known["logit"], bound, left_out=n - len(known)):
                 break
-            if k == n:
-                raise ModelCallError("the grammar allows no token here (the schema cannot be completed)")
-            k = min(n, k * 16)
+        else:
+            raise ModelCallError("the grammar allows no token here (the schema cannot be completed)")
         if self.tail is None:  # greedy
             return int(known["id"][0])
         if self.temperature < 0:  # plain dist draws over the vocabulary in id order
@@ -271,6 +317,13 @@ class SequenceSampler:
         return cut(found, -1e-4) == cut(most, 1e-4)
 
     def accept(self, token: int) -> None:
+        if len(self._window) == PENALTY_LAST_N:
+            old = self._window.popleft()
+            self.recent[old] -= 1
+            if not self.recent[old]:
+                del self.recent[old]
+        self._window.append(token)
+        self.recent[token] = self.recent.get(token, 0) + 1
         for sampler in (self.penalties, self.grammar, self.tail):
             if sampler is not None:
                 self.L.llama_sampler_accept(sampler, token)

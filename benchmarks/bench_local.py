@@ -1,0 +1,287 @@
+"""Local speed: llmnb's embedded model against llama.cpp's own `llama-server` on the same GGUF.
+
+    bash benchmarks/setup_llama_server.sh       # once: builds llama-server from source (~17 min on 2 cores)
+    python benchmarks/bench_local.py            # everything, about 6 minutes on 2 cores
+    python benchmarks/bench_local.py --part engine --rounds 3 --before ../llmnb-old
+
+1. engine: the same 8 greedy 48-token prompts, one at a time and 8 at once, through llmnb's
+   embedded model (parallel=1 and parallel=8) and through `llama-server -np 8 -t T` (reached with
+   llmnb's OpenAI path, `Models.create("openai:...", base_url=...)`), for T = 1 and 2 threads.
+   The cells alternate round by round in one run; the ratio is the median of the per-round
+   ratios. `--before DIR` adds the same llmnb cells run from another checkout of llmnb (a child
+   process per round), to compare two versions of the decode loop.
+2. server: the OpenAI path against llama-server: structured output (`extract` sends the JSON
+   schema as `response_format: json_schema`) and how far 8 concurrent calls overlap.
+3. stream: the engine streaming 8 sequences at once against the same 8 calls not streamed.
+
+Tokens are the generated tokens each side reports (llmnb counts the end token, llama-server does
+not); the prompts are chosen to run to the 48-token limit, so both count 48 per answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+SERVER_ENV = HERE / "envs" / "llama-server"
+MAX_TOKENS = 48
+PROMPTS = [f"Write a long story about {w}." for w in
+           ("a lighthouse keeper", "a fox in the snow", "an old violin", "a storm at sea",
+            "a robot gardener", "a lost kitten", "a mountain village", "a night train")]
+
+
+def count_tokens(events: list) -> int:
+    return sum(e.tokens_out or 0 for e in events if e.kind == "finished")
+
+
+async def run_prompts(model, together: bool) -> tuple[int, float]:
+    """(generated tokens, seconds) for the 8 prompts, one at a time or all at once."""
+    from llmnb.events import listen
+
+    events = []
+    start = time.perf_counter()
+    with listen(events.append):
+        if together:
+            await asyncio.gather(*(model.generate_async(p, max_tokens=MAX_TOKENS, temperature=0) for p in PROMPTS))
+        else:
+            for p in PROMPTS:
+                await model.generate_async(p, max_tokens=MAX_TOKENS, temperature=0)
+    return count_tokens(events), time.perf_counter() - start
+
+
+# --- llama-server ---------------------------------------------------------------------------------
+def server_binary() -> Path | None:
+    found = sorted(SERVER_ENV.rglob("llama-server")) if SERVER_ENV.exists() else []
+    found = [p for p in found if p.is_file() and os.access(p, os.X_OK)]
+    return found[0] if found else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def llama_server(gguf: Path, threads: int, parallel: int = 8, n_ctx_per_slot: int = 2048):
+    """`llama-server -np 8 -t T` on 127.0.0.1; yields its base URL."""
+    binary = server_binary()
+    port = free_port()
+    cmd = [str(binary), "-m", str(gguf), "-np", str(parallel), "-t", str(threads), "-tb", str(threads),
+           "-c", str(parallel * n_ctx_per_slot), "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"llama-server did not start: {' '.join(cmd)}") from None
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def server_model(base_url: str):
+    from llmnb import Models
+
+    return Models.create("openai:smollm2", base_url=base_url, max_concurrency=8, max_retries=0, timeout=300)
+
+
+# --- part 1: engine against llama-server ---------------------------------------------------------------
+def engine_part(rounds: int, threads: list[int], before: Path | None) -> list[dict]:
+    from llmnb import Models
+    from llmnb.registry import embedded_path
+
+    gguf = embedded_path("smollm2")
+    rows = []
+    for t in threads:
+        llmnb = {False: Models.create("llamacpp:smollm2", parallel=1, n_threads=t),
+                 True: Models.create("llamacpp:smollm2", parallel=8, n_threads=t)}
+        with llama_server(gguf, t) if server_binary() else _none() as url:
+            server = server_model(url) if url else None
+            for together in (False, True):
+                runs = {"llmnb": [], "server": [], "before": []}
+                asyncio.run(run_prompts(llmnb[together], together))  # warm-up, not timed
+                if server:
+                    asyncio.run(run_prompts(server, together))
+                for r in range(rounds):
+                    runs["llmnb"].append(asyncio.run(run_prompts(llmnb[together], together)))
+                    if server:
+                        runs["server"].append(asyncio.run(run_prompts(server, together)))
+                    if before:
+                        runs["before"].append(child_round(before, t, together))
+                    print(f"  T={t} {'8 at once' if together else 'one at a time'} round {r + 1}: "
+                          + ", ".join(f"{k} {tok / s:.1f} tok/s" for k, v in runs.items() if v for tok, s in v[-1:]),
+                          flush=True)
+                rows.append({"threads": t, "together": together, **runs})
+        for model in llmnb.values():
+            model.close()
+    return rows
+
+
+@contextmanager
+def _none():
+    yield None
+
+
+def child_round(checkout: Path, threads: int, together: bool) -> tuple[int, float]:
+    """One timed round of the llmnb cell, with llmnb imported from another checkout."""
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    out = subprocess.run([sys.executable, __file__, "--child", str(threads), str(int(together))], env=env,
+                         capture_output=True, text=True, check=True, cwd="/")
+    tokens, seconds = json.loads(out.stdout.strip().splitlines()[-1])
+    return tokens, seconds
+
+
+def child(threads: int, together: bool) -> None:
+    sys.path.remove(str(HERE.parent))  # llmnb from PYTHONPATH, not this checkout
+    from llmnb import Models
+
+    model = Models.create("llamacpp:smollm2", parallel=8 if together else 1, n_threads=threads)
+    asyncio.run(run_prompts(model, together))  # warm-up
+    print(json.dumps(asyncio.run(run_prompts(model, together))))
+
+
+def rate(run: tuple[int, float]) -> float:
+    return run[0] / run[1]
+
+
+def engine_report(rows: list[dict]) -> str:
+    lines = ["| tokens/s (median of rounds) | llama-server -np 8 | llmnb embedded | llmnb / server |"
+             + (" llmnb before |" if any(r["before"] for r in rows) else ""),
+             "|---|---:|---:|---:|" + ("---:|" if any(r["before"] for r in rows) else "")]
+    for row in rows:
+        mode = "8 at once (parallel=8)" if row["together"] else "one at a time (parallel=1)"
+        ours = statistics.median(rate(x) for x in row["llmnb"])
+        cells = [f"{row['threads']} thread{'s' if row['threads'] > 1 else ''}, {mode}"]
+        if row["server"]:
+            theirs = statistics.median(rate(x) for x in row["server"])
+            ratios = [rate(a) / rate(b) for a, b in zip(row["llmnb"], row["server"], strict=True)]
+            cells += [f"{theirs:.1f}", f"{ours:.1f}",
+                      f"{100 * statistics.median(ratios):.0f} % ({100 * min(ratios):.0f}-{100 * max(ratios):.0f})"]
+        else:
+            cells += ["-", f"{ours:.1f}", "-"]
+        if row["before"]:
+            cells.append(f"{statistics.median(rate(x) for x in row['before']):.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --- part 2: the OpenAI path against llama-server ---------------------------------------------------------
+def server_part() -> str:
+    from pydantic import BaseModel
+
+    from llmnb.events import listen
+    from llmnb.registry import default_threads, embedded_path
+
+    class Person(BaseModel):
+        name: str
+        age: int
+        city: str
+
+    texts = [f"{n} is {a} years old and lives in {c}." for n, a, c in
+             zip(("Alice", "Bruno", "Chen", "Dana", "Emeka", "Farah", "Goran", "Hana"), range(21, 70, 6),
+                 ("Paris", "Rome", "Oslo", "Lima", "Lagos", "Cairo", "Zagreb", "Kyoto"), strict=True)]
+    with llama_server(embedded_path("smollm2"), default_threads()) as url:
+        model = server_model(url)
+        asyncio.run(model.generate_async("Hi", max_tokens=4))
+        events = []
+
+        async def main():
+            with listen(events.append):
+                return await asyncio.gather(*(model.extract_async(Person, t, temperature=0) for t in texts),
+                                            return_exceptions=True)
+
+        start = time.perf_counter()
+        results = asyncio.run(main())
+        wall = time.perf_counter() - start
+    valid = sum(isinstance(r, Person) for r in results)
+    spans = {}
+    for e in events:
+        spans.setdefault(e.call_id, {}).setdefault(e.kind, e.time)
+    busy = sum(s["finished"] - s["started"] for s in spans.values() if "finished" in s)
+    return (f"8 concurrent `extract` calls through the OpenAI path to llama-server (JSON schema as "
+            f"`response_format`): {valid} of 8 valid `Person` values; wall {wall:.2f} s, sum of call times "
+            f"{busy:.2f} s: overlap {busy / wall:.1f}x of 8.")
+
+
+# --- part 3: streaming against not streaming ------------------------------------------------------------
+def stream_part(rounds: int) -> str:
+    from llmnb import Models
+
+    model = Models.create("llamacpp:smollm2", parallel=8)
+
+    async def streamed() -> tuple[int, float]:
+        pieces = [0]
+
+        async def one(p):
+            async for piece in model.stream_async(p, max_tokens=MAX_TOKENS, temperature=0):
+                pieces[0] += bool(piece)
+
+        start = time.perf_counter()
+        events = []
+        from llmnb.events import listen
+
+        with listen(events.append):
+            await asyncio.gather(*(one(p) for p in PROMPTS))
+        return count_tokens(events), time.perf_counter() - start
+
+    asyncio.run(streamed())
+    runs = {"streamed": [], "not streamed": []}
+    for _ in range(rounds):
+        runs["streamed"].append(asyncio.run(streamed()))
+        runs["not streamed"].append(asyncio.run(run_prompts(model, True)))
+    model.close()
+    s, n = (statistics.median(rate(x) for x in runs[k]) for k in ("streamed", "not streamed"))
+    ratios = [rate(a) / rate(b) for a, b in zip(runs["streamed"], runs["not streamed"], strict=True)]
+    return (f"8 sequences at once (parallel=8): streamed {s:.1f} tokens/s, not streamed {n:.1f} tokens/s, "
+            f"streamed / not streamed {100 * statistics.median(ratios):.0f} % (median of {rounds} rounds).")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", choices=["all", "engine", "server", "stream"], default="all")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--before", type=Path, help="another llmnb checkout to compare the llmnb cells with")
+    parser.add_argument("--child", type=int, nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child[0], bool(args.child[1]))
+    if not server_binary():
+        print("(no llama-server: run bash benchmarks/setup_llama_server.sh first; llmnb figures only)")
+    title = (f"# Local speed\n\nSmolLM2-135M Q4_1, {MAX_TOKENS} greedy tokens per prompt, 8 prompts, "
+             f"{os.cpu_count()} CPUs. `python benchmarks/bench_local.py --rounds {args.rounds}`\n")
+    report = [title]
+    if args.part in ("all", "engine"):
+        report.append(engine_report(engine_part(args.rounds, args.threads, args.before)))
+    if args.part in ("all", "server") and server_binary():
+        report.append(server_part())
+    if args.part in ("all", "stream"):
+        report.append(stream_part(args.rounds))
+    text = "\n\n".join(report) + "\n"
+    print(text)
+    if args.part == "all":
+        (HERE / "results" / "local.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
