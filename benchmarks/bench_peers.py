@@ -1,13 +1,15 @@
 """llmnb against the raw SDK, LangChain and sibila, on the same work, side by side in one run.
 
-    bash benchmarks/setup_peer_envs.sh      # once: LangChain and sibila in their own venvs
+    bash benchmarks/setup_peer_envs.sh      # once: LangChain, pydantic-ai and sibila in their own venvs
     python benchmarks/bench_peers.py        # writes benchmarks/results/peers.md
 
 A local OpenAI-compatible server (llmnb.demo_server, in its own process) answers every request
 after 200 ms plus 2 ms per output token, so the figures are each library's own cost. N concurrent
 calls per library (each in a fresh process, in its venv), rounds alternating between libraries;
-medians. Wall time is also given as a ratio to the floor (raw AsyncOpenAI + asyncio.gather),
-taken within each round. A cProfile run at N=100 gives llmnb's own share of the client's time.
+medians. Wall time is also given as a ratio to the floor (raw AsyncOpenAI with its default
+httpx client + asyncio.gather), taken within each round; "raw+aiohttp" is the same SDK on its
+aiohttp transport, which llmnb uses by default. SIZES=10,100 (an environment variable) for a
+quick run. A cProfile run at N=100 gives llmnb's own share of the client's time.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ import results_file  # benchmarks/, next to this script
 
 HERE = Path(__file__).resolve().parent
 ENVS = HERE / "envs"
-PYTHONS = {"raw": sys.executable, "llmnb": sys.executable, "llmnb+timeline": sys.executable,
-           "langchain": str(ENVS / "langchain" / "bin" / "python"), "sibila": str(ENVS / "sibila" / "bin" / "python")}
-SIZES = (10, 100, 1000)
+PYTHONS = {"raw": sys.executable, "raw+aiohttp": sys.executable, "llmnb": sys.executable,
+           "llmnb+timeline": sys.executable, "langchain": str(ENVS / "langchain" / "bin" / "python"),
+           "pydantic-ai": str(ENVS / "pydantic-ai" / "bin" / "python"),
+           "sibila": str(ENVS / "sibila" / "bin" / "python")}
+SIZES = tuple(int(n) for n in os.environ.get("SIZES", "10,100,1000,5000").split(","))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 
 
@@ -124,7 +128,7 @@ def main() -> None:
                     results.setdefault((lib, n), []).append(run(lib, n, url))
         serial, concurrent = langchain_guide_calls(url)
         profiled = {lib: run(lib, 100, url, "--profile") for lib in ("llmnb", "llmnb+timeline")}
-        kernel = {n: magic_in_kernel(url, n, ROUNDS) for n in (10, 100)}
+        kernel = {n: magic_in_kernel(url, n, ROUNDS) for n in (10, 100) if n in SIZES}
     finally:
         server.terminate()
         server.wait()
@@ -139,29 +143,35 @@ def main() -> None:
         pairs = zip(results[(lib, n)], results[("raw", n)])
         return sorted(r["wall"] / f["wall"] for r, f in pairs if "wall" in r and "wall" in f)
 
-    lines = ["| library | N | wall (s) | wall / floor, median of rounds (lowest-highest) | client CPU (s) | peak RSS (MB) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    header = ("| library | N | wall (s) | wall / floor, median of rounds (lowest-highest) | client CPU (s) "
+              "| CPU per call (ms) | peak RSS (MB) |")
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|"]
     for n in SIZES:
         floor = med("raw", n, "wall")
         for lib in libs:
             wall = med(lib, n, "wall")
             if wall is None:
-                lines.append(f"| {lib} | {n} | failed: {results[(lib, n)][0].get('error')} | | | |")
+                lines.append(f"| {lib} | {n} | failed: {results[(lib, n)][0].get('error')} | | | | |")
                 continue
             rs = ratios(lib, n)
             spread = f"{statistics.median(rs):.3f} ({rs[0]:.2f}-{rs[-1]:.2f})"
-            lines.append(f"| {lib} | {n} | {wall:.3f} | {spread} | {med(lib, n, 'cpu'):.3f} | {med(lib, n, 'rss_mb'):.0f} |")
+            cpu = med(lib, n, "cpu")
+            rss = med(lib, n, "rss_mb")
+            lines.append(f"| {lib} | {n} | {wall:.3f} | {spread} | {cpu:.3f} | {cpu / n * 1000:.2f} | {rss:.0f} |")
         if n in kernel:
-            lines.append(f"| %%llm_parallel in a kernel (cell, execute to idle) | {n} | {kernel[n]:.3f} | {kernel[n] / floor:.3f} (to the floor's median) | | |")
+            lines.append(f"| %%llm_parallel in a kernel (cell, execute to idle) | {n} | {kernel[n]:.3f} "
+                         f"| {kernel[n] / floor:.3f} (to the floor's median) | | | |")
     imports = [("llmnb", sys.executable, "llmnb"), ("langchain_openai", PYTHONS["langchain"], "langchain_openai"),
-               ("sibila", PYTHONS["sibila"], "sibila")]
+               ("pydantic_ai", PYTHONS["pydantic-ai"], "pydantic_ai"), ("sibila", PYTHONS["sibila"], "sibila")]
     import_lines = ["| import | seconds (median of 5) |", "|---|---:|"]
     for label, python, module in imports:
         if Path(python).exists():
             import_lines.append(f"| `import {label}` | {import_time(python, module):.3f} |")
     import_lines.append(f"| `%load_ext llmnb` | {load_ext_time():.3f} |")
     versions = (f"llmnb {version(sys.executable, 'llmnb')}, openai {version(sys.executable, 'openai')}, "
-                f"langchain-openai {version(PYTHONS['langchain'], 'langchain-openai')}, sibila {version(PYTHONS['sibila'], 'sibila')}")
+                f"langchain-openai {version(PYTHONS['langchain'], 'langchain-openai')}, "
+                f"pydantic-ai {version(PYTHONS['pydantic-ai'], 'pydantic-ai-slim')}, "
+                f"sibila {version(PYTHONS['sibila'], 'sibila')}")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}"
     report = "\n".join([
         f"Peers, `python benchmarks/bench_peers.py` ({machine}; {versions}; median of {ROUNDS} rounds; server latency"
@@ -171,7 +181,7 @@ def main() -> None:
         "Under cProfile (which slows everything, so only the shares count), N=100: llmnb's own code takes "
         + ", ".join(f"{p['in_llmnb_s'] / p['n'] * 1e6:.0f} us per call ({p['in_llmnb_s'] / p['profiled_s']:.1%} of the client's time)"
                     f" {'with' if 'timeline' in lib else 'without'} the timeline" for lib, p in profiled.items())
-        + "; the rest is the openai SDK, httpx and asyncio, as for the raw client.", "",
+        + "; the rest is the openai SDK, its HTTP transport and asyncio, as for the raw client.", "",
         *import_lines, ""])
     results_file.publish("peers", report)
 

@@ -16,10 +16,13 @@ import time
 PROMPT = "Hello, how are you?"
 
 
-async def raw(n, url):
+async def raw(n, url, aiohttp=False):
     import openai
 
-    client = openai.AsyncOpenAI(api_key="sk-bench", base_url=url, max_retries=0)
+    http_client = openai.DefaultAioHttpClient() if aiohttp else None
+    # llmnb's timeout (the SDK's default gives connecting 5 s, which thousands of connections
+    # opened at once on a busy machine can exceed)
+    client = openai.AsyncOpenAI(api_key="sk-bench", base_url=url, max_retries=0, timeout=60, http_client=http_client)
 
     async def run(k):
         return await asyncio.gather(*[client.chat.completions.create(model="demo", messages=[{"role": "user", "content": PROMPT}]) for _ in range(k)])
@@ -63,8 +66,22 @@ async def sibila(n, url):
     return run
 
 
-RUNNERS = {"raw": raw, "llmnb": llmnb_, "llmnb+timeline": lambda n, u: llmnb_(n, u, True),
-           "langchain": langchain, "sibila": sibila}
+async def pydantic_ai(n, url):
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    agent = Agent(OpenAIChatModel("demo", provider=OpenAIProvider(base_url=url, api_key="sk-bench")))
+
+    async def run(k):
+        return await asyncio.gather(*[agent.run(PROMPT) for _ in range(k)])
+
+    return run
+
+
+RUNNERS = {"raw": raw, "raw+aiohttp": lambda n, u: raw(n, u, True), "llmnb": llmnb_,
+           "llmnb+timeline": lambda n, u: llmnb_(n, u, True),
+           "langchain": langchain, "sibila": sibila, "pydantic-ai": pydantic_ai}
 
 
 async def main(lib: str, n: int, url: str, profile: bool = False) -> dict:

@@ -9,7 +9,9 @@ the time is spent waiting for the network and the server, not computing locally.
     with DemoServer(latency=0.5) as server:
         model = Models.create("openai:demo", base_url=server.base_url)
 
-or standalone: `python -m llmnb.demo_server --port 8000 --latency 0.5`.
+or standalone: `python -m llmnb.demo_server --port 8000 --latency 0.5`. `rate_limit=RateLimit(
+requests=50)` (or `--rpm 3000`) makes it answer as a rate-limited API does: 429 with Retry-After
+beyond the limit, and OpenAI's x-ratelimit-* headers on every answer.
 """
 
 from __future__ import annotations
@@ -18,12 +20,52 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 REPLY = "I'm doing well, thank you. How about you?"
+PROMPT_TOKENS = 10  # what every answer reports as the prompt's size
+
+
+@dataclass
+class RateLimit:
+    """At most `requests` requests and `tokens` tokens (prompt and answer, as the usage reports
+    them) in each window of `window` seconds; beyond that, 429 until the window ends. The headers
+    speak per minute, as OpenAI's do."""
+
+    requests: int | None = None
+    tokens: int | None = None
+    window: float = 1.0
+    headers: bool = True  # send OpenAI's x-ratelimit-* headers (False: only Retry-After, on a 429)
+    rejected: int = 0  # answers of 429 so far
+    _start: float = field(default_factory=time.monotonic)
+    _used: dict = field(default_factory=dict)  # window number -> [requests, tokens]
+
+    def admit(self, tokens: int) -> tuple[bool, dict[str, str]]:
+        """Count a request of `tokens` tokens: (allowed, headers for its answer)."""
+        elapsed = time.monotonic() - self._start
+        number = math.floor(elapsed / self.window)
+        used = self._used.setdefault(number, [0, 0])
+        self._used = {number: used}
+        costs = ((self.requests, 1), (self.tokens, tokens))
+        allowed = all(limit is None or used[i] + cost <= limit for i, (limit, cost) in enumerate(costs))
+        if allowed:
+            used[0], used[1] = used[0] + 1, used[1] + tokens
+        else:
+            self.rejected += 1
+        reset = (number + 1) * self.window - elapsed
+        headers = {}
+        for i, (kind, limit) in enumerate((("requests", self.requests), ("tokens", self.tokens))):
+            if limit is not None and self.headers:
+                headers.update({f"x-ratelimit-limit-{kind}": str(round(limit * 60 / self.window)),
+                                f"x-ratelimit-remaining-{kind}": str(max(limit - used[i], 0)),
+                                f"x-ratelimit-reset-{kind}": f"{math.ceil(reset * 1000)}ms"})
+        if not allowed:
+            headers["retry-after"] = f"{reset:.3f}"
+        return allowed, headers
 
 
 def tokens(text: str) -> list[str]:
@@ -42,8 +84,10 @@ class Streamed:
 
 
 class DemoServer:
-    def __init__(self, latency: float = 0.5, per_token: float = 0.0, port: int = 0, reply: str = REPLY):
+    def __init__(self, latency: float = 0.5, per_token: float = 0.0, port: int = 0, reply: str = REPLY,
+                 rate_limit: RateLimit | None = None):
         self.latency, self.per_token, self.reply = latency, per_token, reply
+        self.rate_limit = rate_limit
         self.port = port
         self.in_flight = self.max_in_flight = self.requests = self.closed_early = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -61,7 +105,9 @@ class DemoServer:
 
         def serve() -> None:
             self._loop = asyncio.new_event_loop()
-            self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port))
+            # A deep accept queue: thousands of clients connecting at once must not wait for SYN retries.
+            serving = asyncio.start_server(self._handle, "127.0.0.1", self.port, backlog=4096)
+            self._server = self._loop.run_until_complete(serving)
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
             self._loop.run_forever()
@@ -130,9 +176,15 @@ class DemoServer:
             "model": body.get("model", "demo"),
             "choices": [{"index": 0, "finish_reason": finish,
                          "message": {"role": "assistant", "content": "".join(pieces)}}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": len(pieces), "total_tokens": 10 + len(pieces)},
+            "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": len(pieces),
+                      "total_tokens": PROMPT_TOKENS + len(pieces)},
         }).encode()
         return 200, {"Content-Type": "application/json"}, payload
+
+    def _admit(self, body: dict) -> tuple[bool, dict[str, str]]:
+        if self.rate_limit is None:
+            return True, {}
+        return self.rate_limit.admit(PROMPT_TOKENS + len(tokens(self.answer(body))))
 
     async def send(self, writer: asyncio.StreamWriter, head: bytes, payload: bytes) -> None:
         """Write one answer. Subclasses override this to send it slowly."""
@@ -184,8 +236,8 @@ class DemoServer:
                   chunk({}, answer.finish)]
         if (body.get("stream_options") or {}).get("include_usage"):
             n = len(answer.pieces)
-            chunks.append({**base, "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": n,
-                                                            "total_tokens": 10 + n}})
+            chunks.append({**base, "choices": [], "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": n,
+                                                            "total_tokens": PROMPT_TOKENS + n}})
         return [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
 
     async def _answer_unless_closed(self, reader: asyncio.StreamReader, body: dict):
@@ -216,15 +268,20 @@ class DemoServer:
                 self.last_headers = headers  # for tests of what clients send
                 body = json.loads(await reader.readexactly(int(headers.get("content-length") or 0)) or b"{}")
                 self.requests += 1
-                self.in_flight += 1
-                self.max_in_flight = max(self.max_in_flight, self.in_flight)
-                try:
-                    answer, hangup = await self._answer_unless_closed(reader, body)
-                finally:
-                    self.in_flight -= 1
+                allowed, limit_headers = self._admit(body)
+                if allowed:
+                    self.in_flight += 1
+                    self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                    try:
+                        answer, hangup = await self._answer_unless_closed(reader, body)
+                    finally:
+                        self.in_flight -= 1
+                else:  # refused at once, as a rate limiter in front of a server does
+                    answer, hangup = too_many_requests(), None
                 if answer is None:
                     return
                 status, headers, payload = answer
+                headers = {**headers, **limit_headers}
                 if isinstance(payload, Streamed):
                     if not await self.send_stream(reader, writer, payload):
                         return
@@ -233,12 +290,19 @@ class DemoServer:
                          *(f"{k}: {v}" for k, v in headers.items())]
                 await self.send(writer, ("\r\n".join(lines) + "\r\n\r\n").encode(), payload)
                 with contextlib.suppress(asyncio.CancelledError):
-                    await hangup
+                    if hangup is not None:
+                        await hangup
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
             self._writers.discard(writer)
             writer.close()
+
+
+def too_many_requests() -> tuple[int, dict, bytes]:
+    payload = json.dumps({"error": {"message": "Rate limit reached; try again after the time in Retry-After",
+                                    "type": "requests", "code": "rate_limit_exceeded"}}).encode()
+    return 429, {"Content-Type": "application/json"}, payload
 
 
 def main() -> None:
@@ -247,8 +311,13 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.5,
                         help="seconds before each answer (its first token when streamed)")
     parser.add_argument("--per-token", type=float, default=0.0, help="extra seconds per output token")
+    parser.add_argument("--rpm", type=int, help="allow this many requests a minute (counted per second); 429 beyond")
+    parser.add_argument("--tpm", type=int, help="allow this many tokens a minute (counted per second); 429 beyond")
     args = parser.parse_args()
-    server = DemoServer(args.latency, args.per_token, args.port).start()
+    limit = None
+    if args.rpm or args.tpm:
+        limit = RateLimit(requests=args.rpm and args.rpm // 60, tokens=args.tpm and args.tpm // 60)
+    server = DemoServer(args.latency, args.per_token, args.port, rate_limit=limit).start()
     print(f"serving {server.base_url} (latency {args.latency} s); Ctrl-C stops", flush=True)
     try:
         threading.Event().wait()

@@ -57,8 +57,10 @@ class CallEvent:
 
 @contextmanager
 def listen(listener: Listener) -> Iterator[None]:
-    """Send the events of every call made in this context (and its tasks) to `listener`."""
-    token = _listeners.set(_listeners.get() + (listener,))
+    """Send the events of every call made in this context (and its tasks) to `listener`
+    (once: a listener already listening here is not added again)."""
+    current = _listeners.get()
+    token = _listeners.set(current if listener in current else current + (listener,))
     try:
         yield
     finally:

@@ -58,7 +58,8 @@ def _llamacpp(name: str, timeout: float = 300.0, n_ctx: int = 2048, n_threads: i
 
 
 def _openai(name: str, api_key: str | None = None, base_url: str | None = None, max_concurrency: int = 16,
-            timeout: float = 60.0, max_retries: int = 3):
+            timeout: float = 60.0, max_retries: int = 3, rpm: float | None = None, tpm: float | None = None,
+            http_client=None):
     if not name:
         raise ConfigError('name the model after the colon, e.g. Models.create("openai:gpt-4o-mini")')
     api_key = api_key or os.environ.get("OPENAI_API_KEY")
@@ -74,7 +75,7 @@ def _openai(name: str, api_key: str | None = None, base_url: str | None = None, 
     from .backends.openai import OpenAIBackend
 
     return OpenAIBackend(name, api_key=api_key, base_url=base_url, max_concurrency=max_concurrency,
-                         max_retries=max_retries, timeout=timeout)
+                         max_retries=max_retries, timeout=timeout, rpm=rpm, tpm=tpm, http_client=http_client)
 
 
 PROVIDERS = {"llamacpp": _llamacpp, "openai": _openai}
@@ -91,7 +92,10 @@ class Models:
           options n_ctx=, n_threads=, parallel=, timeout=.
         - "openai:MODEL" with OPENAI_API_KEY or api_key=; base_url= for any OpenAI-compatible
           server; options max_concurrency= (16), max_retries= (3), timeout= (60 s: the longest
-          wait for a whole answer; when streamed, for the first piece and then for each next one).
+          wait for a whole answer; when streamed, for the first piece and then for each next one),
+          rpm= and tpm= (requests and tokens per minute, kept before sending), http_client= (any
+          client the openai SDK takes, or a class making one per event loop; the default is the
+          SDK's aiohttp one).
         - For all: generation defaults temperature=, max_tokens=, seed=.
         """
         if not isinstance(name, str):

@@ -50,14 +50,13 @@ print("concurrent is at least 3x faster:", speedup > 3)
 print(f"speedup {speedup:.1f}x here; LangChain's guide measured 5.77 s / 1.39 s = {5.77 / 1.39:.1f}x")
 
 # %% [markdown]
-# Side by side, on one scale each: the serial bars form a staircase; the concurrent ones stand
-# together. The summary's *ratio* (sum of the tasks' times over the wall time) is the number of
-# calls that were in flight on average: about 1 serially, about 10 concurrently.
+# On one time axis: the serial bars form a staircase; the concurrent ones stand together at the
+# start. `Timeline.compare` draws both runs at the same scale, so the lengths compare directly.
+# The summary's *ratio* (sum of the tasks' times over the wall time) is the number of calls that
+# were in flight on average: about 1 serially, about 10 concurrently.
 
 # %%
-from IPython.display import HTML
-
-HTML('<div style="display:flex;flex-wrap:wrap;gap:1em">' + serial.to_svg() + concurrent.to_svg() + "</div>")
+Timeline.compare(serial, concurrent, title="the same 10 calls: one after another, then all at once")
 
 # %% [markdown]
 # ## `max_concurrency`: a cap on requests in flight
@@ -68,13 +67,14 @@ HTML('<div style="display:flex;flex-wrap:wrap;gap:1em">' + serial.to_svg() + con
 # 0.5 s times the number of "rounds":
 
 # %%
-walls, seen = {}, {}
+walls, seen, capped_runs = {}, {}, []
 for cap in (1, 2, 5, 10):
     capped = Models.create("openai:demo", base_url=server.base_url, max_concurrency=cap)
     server.max_in_flight = 0
     with Timeline(title=f"max_concurrency={cap}") as tl:
         await asyncio.gather(*[capped.generate_async("Hello, how are you?") for _ in range(10)])
     walls[cap], seen[cap] = tl.summary()["wall"], server.max_in_flight
+    capped_runs.append(tl)
     print(f"max_concurrency={cap:2}: {walls[cap]:.2f} s, the server saw at most {seen[cap]} at once")
 
 # %% [markdown]
@@ -85,6 +85,13 @@ for cap in (1, 2, 5, 10):
 # NBVAL_CHECK_OUTPUT
 print("the server saw exactly the cap in flight:", all(seen[cap] == cap for cap in walls))
 print("each higher cap is faster:", walls[1] > walls[2] > walls[5] > walls[10])
+
+# %% [markdown]
+# The four runs on one axis: the hatched stretches are calls waiting for a free slot, and each
+# higher cap packs the same ten calls into fewer rounds.
+
+# %%
+Timeline.compare(*capped_runs, title="10 calls under max_concurrency = 1, 2, 5, 10")
 
 # %%
 server.stop()

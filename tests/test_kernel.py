@@ -55,6 +55,17 @@ def widget_values(messages):
             if m["msg_type"] == "comm_msg" and "value" in m["content"]["data"].get("state", {})]
 
 
+def test_the_first_live_timeline_does_not_block_the_loop(kernel):
+    """The kernel's first live timeline: importing ipywidgets and opening the widget happen before
+    the timeline's clock and loop probe start, so they never show as the loop blocked."""
+    _, kc = kernel
+    messages = run(kc, "with Timeline(title='first') as tl:\n    await asyncio.sleep(0.3)\nprint(repr(tl.lags))")
+    assert not errors(messages)
+    assert any(m["msg_type"] == "comm_open" for m in messages)  # this cell made the kernel's first widget
+    lags = eval("".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream"))
+    assert all(b - a < 0.15 for a, b in lags), lags  # importing ipywidgets alone takes longer
+
+
 def test_timeline_updates_live_and_saves_a_static_picture(kernel):
     _, kc = kernel
     messages = run(kc, "with Timeline(title='live') as tl:\n"
@@ -137,3 +148,52 @@ def test_interrupt_closes_in_flight_requests_to_a_remote_server(kernel, fault_se
     messages = run(kc, "print(len(held.cancelled), remote.generate('hi'))", timeout=30)
     out = "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
     assert out.strip() == f"4 {fault_server.reply}"
+
+
+def stream_text(messages) -> str:
+    return "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
+
+
+def test_for_runs_each_line_once_per_item(kernel):
+    _, kc = kernel
+    run(kc, "fruits = ['apple', 'banana', 'cherry', 'plum']")
+    messages = run(kc, "%%llm_parallel -q -o kinds --for fruit in fruits\nkind ? fruit | vegetable: What is {fruit}?")
+    assert not errors(messages) and "4 done" in stream_text(messages)
+    messages = run(kc, "print(list(kinds), all(v in ('fruit', 'vegetable') for v in kinds.as_list()))\n"
+                       "print([r['name'].split(': ', 1)[1] for r in kinds.timeline.records()])")
+    names, labels = stream_text(messages).strip().splitlines()
+    assert names == "['kind_1', 'kind_2', 'kind_3', 'kind_4'] True"
+    assert labels == "['What is apple?', 'What is banana?', 'What is cherry?', 'What is plum?']"
+
+
+def test_for_over_an_empty_list_is_one_line(kernel):
+    _, kc = kernel
+    run(kc, "nothing = []")
+    messages = run(kc, "%%llm_parallel --for item in nothing\na: {item}")
+    shown = [m["content"]["text"] for m in messages if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"]
+    # IPython shows a UsageError as one line on stderr, no traceback
+    assert "".join(shown).strip() == "UsageError: --for item in nothing: nothing is empty, so there is nothing to run"
+
+
+def test_interrupting_a_for_cell_keeps_the_finished_results(kernel, fault_server):
+    """Two of four items are answered at once, two are held by the server: Interrupt keeps the two."""
+    from fault_server import Fault
+
+    km, kc = kernel
+    fault_server.script(Fault.content("first"), Fault.content("second"), Fault.hang(), Fault.hang())
+    run(kc, f"held_remote = Models.create('openai:test', base_url='{fault_server.base_url}', api_key='k',"
+            " max_retries=0)\n"
+            "cities = ['Paris', 'Rome', 'Oslo', 'Lima']")
+    msg_id = kc.execute("%%llm_parallel --model held_remote -o part --for city in cities\nsay: Tell me about {city}")
+    deadline = time.monotonic() + 60
+    while fault_server.in_flight < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    km.interrupt_kernel()
+    while True:
+        msg = kc.get_iopub_msg(timeout=30)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status" \
+                and msg["content"]["execution_state"] == "idle":
+            break
+    messages = run(kc, "print(sorted(v for v in part.as_list() if v), len(part.cancelled))", timeout=30)
+    assert stream_text(messages).strip() == "['first', 'second'] 2"

@@ -250,3 +250,34 @@ def test_a_very_long_prompt_runs(ip, fault_server, remote):
     res = ip.run_cell_magic("llm_parallel", "--model remote -q", "long: " + "word {{x}} " * 3000)
     assert res["long"] == fault_server.reply
     assert "word {x} word" in fault_server.bodies[-1]["messages"][-1]["content"]
+
+
+def series(values):
+    pandas = pytest.importorskip("pandas")
+    return pandas.Series(values, index=[10, 20, 30])  # an index that is not 0..n-1: values still go in order
+
+
+@pytest.mark.parametrize("make", [list, tuple, lambda v: __import__("numpy").array(v), series],
+                         ids=["list", "tuple", "numpy", "pandas"])
+def test_for_takes_any_sequence_in_order(ip, fault_server, remote, make):
+    ip.user_ns["words"] = make(["alpha", "beta", "gamma"])
+    res = ip.run_cell_magic("llm_parallel", "--model remote -q --for word in words", "say: Spell {word}")
+    assert list(res) == ["say_1", "say_2", "say_3"] and res.as_list() == [fault_server.reply] * 3
+    prompts = [body["messages"][-1]["content"] for body in fault_server.bodies[-3:]]
+    assert sorted(prompts) == ["Spell alpha", "Spell beta", "Spell gamma"]
+
+
+@pytest.mark.parametrize("value, match", [
+    ({"a", "b"}, "words is not a list but set"),
+    ({"a": 1}, "words is not a list but dict"),
+    ("abc", "words is not a list but str"),
+    (5, "words is not a list but int"),
+    ([], "words is empty"),
+])
+def test_for_refuses_what_is_not_a_sequence(ip, remote, value, match):
+    from IPython.core.error import UsageError
+
+    ip.user_ns["words"] = value
+    with pytest.raises(UsageError, match=match) as info:
+        ip.run_cell_magic("llm_parallel", "--model remote --for word in words", "say: {word}")
+    assert "\n" not in str(info.value)

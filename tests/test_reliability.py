@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import pytest
@@ -212,24 +213,63 @@ def test_parse_never_crashes(body):
         assert all(s.kind in ("generate", "extract", "classify") for s in specs)
 
 
+NAMES = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True)
+PLAIN = st.text(alphabet=st.characters(blacklist_characters="{}", blacklist_categories=("Cs",)), max_size=20)
+# A prompt as pieces, each with what fill must make of it (None: fill must refuse the prompt).
+PIECES = st.one_of(
+    PLAIN.map(lambda text: ("text", text)),
+    NAMES.map(lambda name: ("var", name)),  # {name}
+    NAMES.map(lambda name: ("literal", name)),  # {{name}}
+    # {a.b}, {1}: braces around anything but a bare name
+    PLAIN.filter(lambda inner: not re.fullmatch(r"[A-Za-z_]\w*", inner)).map(lambda inner: ("other", inner)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(PIECES, max_size=10), st.dictionaries(NAMES, st.text(max_size=20), max_size=5))
+def test_fill_never_evaluates_and_keeps_unknown_braces_loud(pieces, namespace):
+    """{name} of a defined variable is its value, of an undefined one a FillError (never kept as
+    written); {{name}} and braces around anything but a bare name stay as written."""
+    written = {"text": "{}", "var": "{{{}}}", "literal": "{{{{{}}}}}", "other": "{{{}}}"}
+    prompt = " ".join(written[kind].format(value) for kind, value in pieces)
+    unknown = [value for kind, value in pieces if kind == "var" and value not in namespace]
+    if unknown:
+        with pytest.raises(FillError, match="define it"):
+            fill(prompt, namespace)
+        return
+    made = {"text": str, "var": lambda name: str(namespace[name]), "literal": "{{{}}}".format, "other": "{{{}}}".format}
+    assert fill(prompt, namespace) == " ".join(made[kind](value) for kind, value in pieces)
+
+
+ODD = st.text(alphabet="{}\"': ab_1*?|->#", max_size=12)
+# Task lines: headers right and wrong (empty labels, a count of 0, no type), prompts of odd
+# characters, bare odd lines; some indented (continuations).
+HEADERS = st.tuples(st.sampled_from(["a", "b_1", "x"]), st.sampled_from(["", " * 2", " * 0"]),
+                    st.sampled_from(["", " -> list[str]", " -> ", " ? a | b", " ? a |", " ? | b", " ? a", " ? a || b"]),
+                    ODD).map(lambda t: f"{t[0]}{t[1]}{t[2]}: {t[3]}")
+BODIES = st.lists(st.tuples(st.booleans(), st.one_of(ODD, HEADERS)), max_size=8).map(
+    lambda lines: "\n".join(("  " if indent else "") + line for indent, line in lines))
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.text(max_size=300), st.dictionaries(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True),
-                                              st.text(max_size=20), max_size=5))
-def test_fill_never_evaluates_and_keeps_unknown_braces_loud(prompt, namespace):
-    try:
-        out = fill(prompt, namespace)
-    except FillError as e:
-        assert "define it" in str(e)
-    else:
-        assert isinstance(out, str)
-        if "{" not in prompt:
-            assert out == prompt
-
-
-@settings(max_examples=100, deadline=None)
-@given(st.text(alphabet="{}\"': ab_1*?|->\n", max_size=200))
+@given(BODIES)
 def test_braces_and_odd_syntax(body):
+    """Odd syntax gives a one-line ParseError or tasks that each keep a line's text: a classify
+    task has two or more non-empty labels, an extract task a type, and every prompt is text of
+    the body (nothing dropped into a header, nothing made up)."""
     try:
-        parse_tasks(body)
-    except ParseError:
-        pass
+        specs = parse_tasks(body)
+    except ParseError as e:
+        assert str(e).startswith(("line ", "the ")) and "\n" not in str(e)
+        return
+    lines = [line.strip() for line in body.splitlines()]
+    assert specs and len({s.name for s in specs}) == len(specs)
+    for spec in specs:
+        assert spec.prompt and spec.prompt.split("\n")[0] in "\n".join(lines)
+        assert re.fullmatch(r"[A-Za-z_]\w*", spec.name)
+        if spec.kind == "classify":
+            assert len(spec.labels) >= 2 and all(spec.labels) and not any("|" in label for label in spec.labels)
+        elif spec.kind == "extract":
+            assert spec.type_expr and ":" not in spec.type_expr
+        else:
+            assert spec.kind == "generate" and spec.type_expr is None and spec.labels is None

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-import time
+from collections import ChainMap
+from collections.abc import Sequence
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Int, Unicode
 
-from .. import Model, Models, Timeline, events
+from .. import Model, Models, Timeline
 from ..errors import ConfigError
 from ..registry import DEFAULT
 from .fill import FillError, fill
 from .parse import ParseError, TaskSpec, parse_tasks
-from .results import Results, TaskError
+from .results import Results
 from .runner import make_transformer, run_blocking
+from .tasks import Done, run_tasks
 
 RESULT_WIDTH = 70
 
@@ -66,9 +67,11 @@ class LlmMagics(Magics):
     @argument("-o", "--out", metavar="VAR", help="store the results (a dict by task name) in this variable")
     @argument("--max-concurrency", "-c", type=int, default=None, metavar="N", help="run at most N tasks at once")
     @argument("--quiet", "-q", action="store_true", help="do not print each result as it completes")
+    @argument("--for", dest="for_", nargs=3, metavar=("NAME", "in", "VAR"),
+              help="run each task once per item of the list VAR, with {NAME} filled from the item")
     @cell_magic
     def llm_parallel(self, line: str, cell: str):
-        """%%llm_parallel [--model M] [-o VAR] [--max-concurrency N]: run the cell's tasks concurrently.
+        """%%llm_parallel [--model M] [-o VAR] [--max-concurrency N] [--for NAME in VAR]: run the tasks concurrently.
 
         One task per line (an indented line continues the prompt above):
 
@@ -82,6 +85,10 @@ class LlmMagics(Magics):
         JSON, stay as written; {{name}} keeps literal braces). Results print as each task
         completes and the live timeline shows every task; Interrupt cancels what is still
         running and keeps what finished.
+
+        `--for doc in docs` runs every line once per item of the list (or tuple, pandas Series)
+        `docs`, with {doc} filled from the item: `label ? spam | ham: {doc}` gives label_1 ..
+        label_N in the list's order; `res.as_list()` gives the values back as a list.
         """
         return run_blocking(self.run_async("llm_parallel", line, cell))
 
@@ -117,75 +124,56 @@ class LlmMagics(Magics):
 
     async def _parallel(self, args, cell: str) -> Results:
         specs = parse_tasks(cell)
-        prompts = {spec.name: fill(spec.prompt, self.shell.user_ns) for spec in specs}
-        targets = {spec.type_expr: self._eval_type(spec.type_expr) for spec in specs if spec.type_expr}
         model = self._get_model(args.model)
+        jobs = self._jobs(model, specs, self._for_each(args.for_))
         limit = args.max_concurrency if args.max_concurrency is not None else self.max_concurrency
         if limit < 0:
             raise UsageError(f"--max-concurrency must be at least 1 (or 0 for no cap), not {limit}")
-        gate = asyncio.Semaphore(limit) if limit else None
         results = Results()
         if args.out:  # bound now, so even an interrupted cell leaves what finished in VAR
             self.shell.user_ns[args.out] = results
-        start = time.perf_counter()
-
-        async def run(spec: TaskSpec):
-            began = None
-            events.name_calls(spec.name)  # this task's own context: its timeline row shows the name
-            try:
-                async with gate or contextlib.nullcontext():
-                    began = time.perf_counter()
-                    value = await self._call(model, spec, prompts[spec.name], targets)
-            except Exception as e:  # one failing task never loses the others
-                value = TaskError(e)
-            return spec.name, value, began
-
-        interrupted = False
-        with Timeline(title=f"%%llm_parallel: {len(specs)} tasks on {model.name}") as timeline:
+        with Timeline(title=f"%%llm_parallel: {len(jobs)} tasks on {model.name}") as timeline:
             results.timeline = timeline
-            tasks = [asyncio.ensure_future(run(spec)) for spec in specs]
             try:
-                for next_done in asyncio.as_completed(tasks):
-                    name, value, began = await next_done
-                    results[name] = value
-                    if not args.quiet:
-                        self._report(name, value, began, start)
-            except asyncio.CancelledError:  # Interrupt, on the kernel's loop
-                interrupted = True
-                raise
-            finally:  # on Interrupt: cancel what still runs, keep what finished
-                pending = [t for t in tasks if not t.done()]
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-                for task in tasks:
-                    if task.done() and not task.cancelled():
-                        name, value, _ = task.result()
-                        results.setdefault(name, value)
-                results.order = [spec.name for spec in specs]
-                results.cancelled = [name for name in results.order if name not in results]
-                if interrupted:
-                    kept = f"; results kept in {args.out}" if args.out else ""
-                    raise Interrupted(f"Interrupted: {results.summary_line()}{kept}") from None
+                await run_tasks(jobs, max_concurrency=limit, on_result=None if args.quiet else report, results=results)
+            except asyncio.CancelledError:  # Interrupt, on the kernel's loop or llmnb's
+                kept = f"; results kept in {args.out}" if args.out else ""
+                raise Interrupted(f"Interrupted: {results.summary_line()}{kept}") from None
         print(results.summary_line(), flush=True)
         return results
 
-    @staticmethod
-    async def _call(model, spec: TaskSpec, prompt: str, targets: dict):
-        if spec.kind == "extract":
-            return await model.extract_async(targets[spec.type_expr], prompt)
-        if spec.kind == "classify":
-            return await model.classify_async(list(spec.labels), prompt)
-        return await model.generate_async(prompt)
+    def _for_each(self, for_: list[str] | None) -> tuple[str, list] | None:
+        """`--for NAME in VAR` -> (NAME, the items of VAR), checked; None without --for."""
+        if for_ is None:
+            return None
+        name, word, var = for_
+        if word != "in" or not name.isidentifier() or not var.isidentifier():
+            raise UsageError(f"write --for NAME in VAR, e.g. --for doc in docs, not --for {' '.join(for_)}")
+        if var not in self.shell.user_ns:
+            raise UsageError(f"--for {name} in {var}: no variable {var} is defined; define it in an earlier cell")
+        items = self.shell.user_ns[var]
+        if not is_sequence(items):
+            raise UsageError(f"--for {name} in {var}: {var} is not a list but {type(items).__name__}; "
+                             f"give a list, tuple or pandas Series (e.g. list({var}))")
+        if not len(items):
+            raise UsageError(f"--for {name} in {var}: {var} is empty, so there is nothing to run")
+        return name, list(items)
 
-    @staticmethod
-    def _report(name: str, value, began: float | None, start: float) -> None:
-        done = time.perf_counter() - start
-        when = f"begin {began - start:5.1f} s, done {done:5.1f} s" if began is not None else f"failed at {done:5.1f} s"
-        text = " ".join(repr(value).split())
-        if len(text) > RESULT_WIDTH:
-            text = text[: RESULT_WIDTH - 1] + "…"
-        print(f"{name:<12} {when}: {text}", flush=True)
+    def _jobs(self, model, specs: list[TaskSpec], for_each: tuple[str, list] | None) -> dict:
+        """Task name -> a function making the task's call, prompts filled now (so a missing
+        variable fails before anything runs). With --for, each line runs once per item."""
+        targets = {spec.type_expr: self._eval_type(spec.type_expr) for spec in specs if spec.type_expr}
+        if for_each is None:
+            return {spec.name: job(model, spec, fill(spec.prompt, self.shell.user_ns), targets) for spec in specs}
+        var, items = for_each
+        jobs, written = {}, {spec.name for spec in specs}
+        for spec in specs:
+            for i, item in enumerate(items, 1):
+                name = f"{spec.name}_{i}"
+                if name in jobs or name in written:
+                    raise UsageError(f"the task name {name!r} is used twice with --for; rename the task {spec.name!r}")
+                jobs[name] = job(model, spec, fill(spec.prompt, ChainMap({var: item}, self.shell.user_ns)), targets)
+        return jobs
 
     # -- helpers -----------------------------------------------------------------------------
     def _options(self, magic: str, line: str):
@@ -211,6 +199,34 @@ class LlmMagics(Magics):
             except ConfigError as e:
                 raise UsageError(str(e)) from None
         return self._models[name]
+
+
+def job(model, spec: TaskSpec, prompt: str, targets: dict):
+    """The call a task makes, as a function returning its coroutine."""
+    if spec.kind == "extract":
+        return lambda: model.extract_async(targets[spec.type_expr], prompt)
+    if spec.kind == "classify":
+        return lambda: model.classify_async(list(spec.labels), prompt)
+    return lambda: model.generate_async(prompt)
+
+
+def report(done: Done) -> None:
+    """One printed line per completed task: when it began and ended, and its value, cut short."""
+    if done.began is None:
+        when = f"failed at {done.ended:5.1f} s"
+    else:
+        when = f"begin {done.began:5.1f} s, done {done.ended:5.1f} s"
+    text = " ".join(repr(done.value).split())
+    if len(text) > RESULT_WIDTH:
+        text = text[: RESULT_WIDTH - 1] + "…"
+    print(f"{done.name:<12} {when}: {text}", flush=True)
+
+
+def is_sequence(items) -> bool:
+    """A list, tuple, range, pandas Series or numpy array: ordered, sized; not text, a set or a dict."""
+    if isinstance(items, (str, bytes, bytearray)):
+        return False
+    return isinstance(items, Sequence) or (hasattr(items, "__len__") and hasattr(items, "tolist"))
 
 
 def split_type(line: str) -> tuple[str, str]:

@@ -19,7 +19,8 @@ class TaskError:
 
 
 class Results(dict):
-    """A dict of task name -> value (or `TaskError`), plus `.errors`, `.cancelled` and `.timeline`."""
+    """A dict of task name -> value (or `TaskError`), plus `.errors`, `.cancelled`, `.timeline` and
+    `.as_list()`."""
 
     def __init__(self):
         super().__init__()
@@ -34,6 +35,11 @@ class Results(dict):
     @property
     def values_ok(self) -> dict:
         return {name: v for name, v in self.items() if not isinstance(v, TaskError)}
+
+    def as_list(self) -> list:
+        """The values in the tasks' order (with --for: the list's order, line after line); a
+        failed task gives its `TaskError`, a cancelled one None."""
+        return [self.get(name) for name in self.order or list(self)]
 
     def summary_line(self) -> str:
         line = f"{len(self.values_ok)} done"

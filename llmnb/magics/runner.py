@@ -3,7 +3,7 @@
 IPython has no async magics. A cell starting with %%llm_parallel or %%llm_extract is rewritten
 by an input transformer into one top-level `await` of the magic's coroutine, so ipykernel runs
 it on its own loop: the timeline stays live and Interrupt arrives as CancelledError in our tasks
-(measured: shared/notes/jupyter-async.md). The rewrite is unsafe when autoawait is off, when a
+(tests/test_kernel.py checks both). The rewrite is unsafe when autoawait is off, when a
 non-asyncio loop runner is set, or inside a nested synchronous run_cell (%%capture,
 get_ipython().run_cell), where it would fail with "This event loop is already running"; then
 the magic runs its coroutine on llmnb's private loop (llmnb.sync), which cancels on interrupt too.

@@ -1,18 +1,36 @@
-"""Call events -> timeline rows. Pure state, no clock of its own, safe to feed from any thread."""
+"""Call events -> timeline rows. Pure state, no clock of its own, safe to feed from any thread.
+
+A redraw must cost the same with 50 rows or 5,000: rows are kept in the order their calls were
+made, as they come (never sorted again), and the summary's totals are kept up to date event by event. A phase total
+(seconds waiting, throttled or running, over all rows) is a straight line in `now`: each row
+still in that phase adds `now - since`, each finished stretch a constant. So the recorder keeps
+two numbers per phase, the count of rows in it (the slope) and a sum (the constant), and reads
+any total at any `now` in constant time.
+"""
 
 from __future__ import annotations
 
+import bisect
+import math
+import statistics
 import threading
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from ..events import ENDS, CallEvent
 
 STATUS_OF_END = {"finished": "done", "failed": "failed", "cancelled": "cancelled"}
+PHASES = ("waiting", "throttled", "running")  # what a row is doing between its events; "created" before them
 
 
 @dataclass
 class Row:
-    """One task on the timeline. Times are seconds since the timeline began."""
+    """One task on the timeline. Times are seconds since the timeline began.
+
+    `phases` lists (phase, since) in order: a row waits for a slot, may wait for the rate limit
+    (throttled, before or between attempts), runs. `started` is the first start: a call that asks
+    again (retries) keeps one row from its first start to the end of its last attempt.
+    """
 
     key: int
     method: str
@@ -21,21 +39,87 @@ class Row:
     created: float
     waiting: float | None = None
     started: float | None = None
+    first_token: float | None = None
     end: float | None = None
-    status: str = "created"  # created, waiting, running, done, failed, cancelled
+    status: str = "created"  # created, waiting, throttled, running, done, failed, cancelled
     tokens_in: int | None = None
     tokens_out: int | None = None
     error: str | None = None
+    phases: list[tuple[str, float]] = field(default_factory=list)
+    spent: dict[str, float] = field(default_factory=dict)  # seconds in each phase, stretches already over
 
     @property
     def name(self) -> str:
         return f"{self.method}: {self.label}" if self.method else self.label
 
+    @property
+    def phase(self) -> str:
+        return self.phases[-1][0] if self.phases and self.end is None else "created"
+
+    def time_in(self, phase: str, now: float) -> float:
+        """Seconds spent in `phase` up to `now` (the stretch under way counts until `now`)."""
+        ongoing = now - self.phases[-1][1] if self.phase == phase else 0.0
+        return self.spent.get(phase, 0.0) + max(ongoing, 0.0)
+
     def running_time(self, now: float) -> float:
-        """Seconds this task ran (held its slot): the work that concurrency can overlap."""
-        if self.started is None:
-            return 0.0
-        return (self.end if self.end is not None else now) - self.started
+        """Seconds this task ran (held its slot, not throttled): the work concurrency can overlap."""
+        return self.time_in("running", now)
+
+    def stretches(self, now: float) -> list[tuple[str, float, float]]:
+        """(phase, start, end) of each stretch, in order; the last one ends at the row's end or `now`."""
+        if not self.phases:  # made, not yet waiting or running
+            return []
+        ends = [t for _, t in self.phases[1:]] + [self.end if self.end is not None else now]
+        return [(phase, since, until) for (phase, since), until in zip(self.phases, ends, strict=True)]
+
+    def ttft(self) -> float | None:
+        """Seconds from the (first) start to the first output token, None when unknown."""
+        if self.first_token is None or self.started is None:
+            return None
+        return self.first_token - self.started
+
+    def tokens_per_s(self, now: float) -> float | None:
+        """Output tokens over the time after the first token (so far, while it runs)."""
+        if self.first_token is None or not self.tokens_out:
+            return None
+        after = (self.end if self.end is not None else now) - self.first_token
+        return self.tokens_out / after if after > 0 else None
+
+    def copy(self) -> Row:
+        # a redraw copies the rows it draws: by their __dict__, several times faster than replace()
+        row = object.__new__(Row)
+        row.__dict__.update(self.__dict__, phases=list(self.phases), spent=dict(self.spent))
+        return row
+
+
+@dataclass
+class Group:
+    """The rows in the middle of a long timeline, drawn as one row."""
+
+    count: int
+    start: float
+    end: float
+
+
+@dataclass
+class View:
+    """What one redraw needs: the rows drawn, the group of hidden ones, the loop's blocked
+    stretches and the summary, all at one `now`."""
+
+    rows: list[Row]
+    hidden: Group | None
+    lags: list[tuple[float, float]]
+    now: float
+    summary: dict
+    statuses: Counter
+
+    @property
+    def span(self) -> float:
+        """The time the picture must cover: up to now, the last end and the last blocked stretch."""
+        ends = [self.now, *(r.end for r in self.rows if r.end is not None), *(b for _, b in self.lags)]
+        if self.hidden:
+            ends.append(self.hidden.end)
+        return max(ends)
 
 
 class Recorder:
@@ -44,9 +128,17 @@ class Recorder:
     def __init__(self, origin: float):
         self.origin = origin
         self._rows: dict[int, Row] = {}
+        self._order: list[Row] = []  # creation order (events arrive in it, up to threads' interleaving)
+        self._ends: list[float] = []  # their ends (inf while open), for the hidden group's extent
+        self._position: dict[int, int] = {}  # key -> index in both lists
         self.lags: list[tuple[float, float]] = []
         self._lock = threading.Lock()
-        self._tracked = 0
+        self._slope = Counter()  # per phase: rows in it now
+        self._sum = Counter()  # per phase: finished stretches minus the starts of those under way
+        self._statuses = Counter()
+        self._open = 0
+        self._last_end = 0.0
+        self._ttfts: list[float] = []  # sorted, for the median
         self.version = 0  # bumped on every change, so a view re-renders only when needed
 
     def __call__(self, event: CallEvent) -> None:
@@ -55,55 +147,120 @@ class Recorder:
     def apply(self, event: CallEvent) -> None:
         t = event.time - self.origin
         with self._lock:
-            row = self._rows.get(event.call_id)
-            if row is None:
-                row = self._rows[event.call_id] = Row(event.call_id, event.method, event.label, event.model, created=t)
-            if event.kind == "waiting" and row.waiting is None:
-                row.waiting, row.status = t, "waiting"
-            elif event.kind == "started" and row.started is None:
-                row.started, row.status = t, "running"
-            elif event.kind in ENDS and row.end is None:
-                row.end, row.status, row.error = t, STATUS_OF_END[event.kind], event.error
-                row.tokens_in, row.tokens_out = event.tokens_in, event.tokens_out
+            row = self._rows.get(event.call_id) or self._add(event, t)
+            if row.end is not None:
+                return
+            kind = event.kind
+            if kind == "waiting" and row.started is None and row.phase != "waiting":
+                row.waiting = row.waiting if row.waiting is not None else t
+                self._enter(row, "waiting", t)
+            elif kind == "throttled" and row.phase != "throttled":
+                self._enter(row, "throttled", t)
+            elif kind == "started" and row.phase != "running":
+                row.started = row.started if row.started is not None else t
+                self._enter(row, "running", t)
+            elif kind == "first_token" and row.first_token is None:
+                row.first_token = t
+                if row.started is not None:
+                    bisect.insort(self._ttfts, t - row.started)
+            elif kind == "progress" and event.tokens_out is not None:
+                row.tokens_out = event.tokens_out
+            elif kind in ENDS:
+                tokens_out = event.tokens_out if event.tokens_out is not None else row.tokens_out
+                self._finish(row, t, STATUS_OF_END[kind], event.error, event.tokens_in, tokens_out)
             self.version += 1
+
+    def _add(self, event: CallEvent, t: float) -> Row:
+        row = self._rows[event.call_id] = Row(event.call_id, event.method, event.label, event.model, created=t)
+        self._position[event.call_id] = len(self._order)
+        self._order.append(row)
+        self._ends.append(math.inf)
+        self._statuses["created"] += 1
+        self._open += 1
+        return row
+
+    def _enter(self, row: Row, phase: str, t: float) -> None:
+        """Move `row` into `phase` at `t` (or out of every phase, when `phase` is None)."""
+        if row.phases:
+            old, since = row.phases[-1]
+            row.spent[old] = row.spent.get(old, 0.0) + (t - since)
+            self._slope[old] -= 1
+            self._sum[old] += t  # its line was now - since; the stretch is over: t - since
+        if phase is not None:
+            row.phases.append((phase, t))
+            self._slope[phase] += 1
+            self._sum[phase] -= t
+            self._set_status(row, phase)
+
+    def _set_status(self, row: Row, status: str) -> None:
+        self._statuses[row.status] -= 1
+        self._statuses[status] += 1
+        row.status = status
+
+    def _finish(self, row: Row, t: float, status: str, error: str | None = None, tokens_in: int | None = None,
+                tokens_out: int | None = None) -> None:
+        if row.phases:
+            self._enter(row, None, t)
+        row.end, row.error, row.tokens_in, row.tokens_out = t, error, tokens_in, tokens_out
+        self._set_status(row, status)
+        self._ends[self._position[row.key]] = t
+        self._open -= 1
+        self._last_end = max(self._last_end, t)
 
     def add_lag(self, start: float, end: float) -> None:
         with self._lock:
             self.lags.append((start - self.origin, end - self.origin))
             self.version += 1
 
-    def next_tracked_key(self) -> int:
-        """Keys for tracked awaitables: negative, so they never meet model call ids."""
-        with self._lock:
-            self._tracked -= 1
-            return self._tracked
-
     def rows(self) -> list[Row]:
-        """A snapshot, in order of creation."""
+        """A snapshot of every row, in order of creation."""
         with self._lock:
-            return sorted((Row(**vars(r)) for r in self._rows.values()), key=lambda r: (r.created, abs(r.key)))
+            return [r.copy() for r in self._order]
 
     def has_open_rows(self) -> bool:
-        """Whether some task has not ended (its bar still grows), without copying the rows."""
-        with self._lock:
-            return any(r.end is None for r in self._rows.values())
+        """Whether some task has not ended (its bar still grows)."""
+        return self._open > 0
 
     def close_open_rows(self, at: float) -> None:
         """Rows still open when the timeline ends never finished: mark them cancelled."""
         with self._lock:
-            for row in self._rows.values():
+            for row in self._order:
                 if row.end is None:
-                    row.end, row.status = at - self.origin, "cancelled"
+                    self._finish(row, at - self.origin, "cancelled", tokens_out=row.tokens_out)
             self.version += 1
 
+    def total(self, phase: str, now: float) -> float:
+        """Seconds all rows spent in `phase` up to `now`."""
+        return self._slope[phase] * now + self._sum[phase]
 
-def summary(rows: list[Row], now: float) -> dict:
-    """Wall time from the first task's creation to the last end, the sum of running times, and
-    their ratio: how many tasks' worth of work ran at once (the seed's 5.77 s / 1.39 s)."""
-    if not rows:
-        return {"tasks": 0, "wall": 0.0, "busy": 0.0, "speedup": 0.0}
-    first = min(r.created for r in rows)
-    last = max(r.end if r.end is not None else now for r in rows)
-    wall = max(last - first, 0.0)
-    busy = sum(r.running_time(now) for r in rows)
-    return {"tasks": len(rows), "wall": wall, "busy": busy, "speedup": busy / wall if wall > 0 else 0.0}
+    def summary(self, now: float) -> dict:
+        """Wall time from the first task's creation to the last end, the sum of running times, and
+        their ratio: how many tasks' worth of work ran at once (the seed's 5.77 s / 1.39 s); the
+        median time to first token (None when no call reported one) and the throttled seconds."""
+        with self._lock:
+            return self._summary(now)
+
+    def _summary(self, now: float) -> dict:
+        if not self._order:
+            return {"tasks": 0, "wall": 0.0, "busy": 0.0, "speedup": 0.0, "ttft_median": None, "throttled": 0.0}
+        last = max(self._last_end, now) if self._open else self._last_end
+        wall = max(last - self._order[0].created, 0.0)
+        busy = self.total("running", now)
+        median = statistics.median(self._ttfts) if self._ttfts else None  # kept sorted: a linear pass
+        return {"tasks": len(self._order), "wall": wall, "busy": busy, "speedup": busy / wall if wall > 0 else 0.0,
+                "ttft_median": median, "throttled": self.total("throttled", now)}
+
+    def view(self, now: float, max_rows: int) -> View:
+        """The rows to draw one by one (copies) and the middle ones grouped, when there are more than
+        `max_rows`: touches only what is drawn, whatever the number of rows."""
+        with self._lock:
+            n = len(self._order)
+            if n <= max_rows:
+                shown, hidden = [r.copy() for r in self._order], None
+            else:
+                head = (max_rows - 1) // 2
+                tail = max_rows - 1 - head
+                shown = [r.copy() for r in self._order[:head]] + [r.copy() for r in self._order[n - tail:]]
+                end = max(self._ends[head:n - tail])
+                hidden = Group(n - head - tail, self._order[head].created, now if end == math.inf else end)
+            return View(shown, hidden, list(self.lags), now, self._summary(now), +self._statuses)

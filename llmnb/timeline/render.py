@@ -1,27 +1,32 @@
-"""Rows -> SVG and text. Pure: no widgets, no clock; `now` is given for rows still running."""
+"""Views -> SVG and text. Pure: no widgets, no clock; each view carries its own `now`.
+
+A picture holds one or more blocks (a timeline each, with its title, rows and summary) on one
+shared time axis, so two runs compared side by side are drawn at the same scale.
+"""
 
 from __future__ import annotations
 
 import math
 from html import escape
 
-from .recorder import Row, summary
+from .recorder import Row, View
 
 # Okabe-Ito colours: distinguishable with the common colour-blindnesses and on dark backgrounds.
-# Status is also told by shape (a cross for failed, a dashed outline for cancelled), not colour alone.
-COLOURS = {"done": "#0072B2", "running": "#E69F00", "failed": "#D55E00", "cancelled": "#999999", "lag": "#CC79A7"}
+# Every state is also told by shape, not colour alone: waiting is hatched, throttled striped and
+# outlined, the time to the first token a thinner, lighter bar ending in a tick, a running bar
+# ends in an arrow head, a failed one in a cross, a cancelled one is dashed.
+COLOURS = {"done": "#0072B2", "running": "#E69F00", "failed": "#D55E00", "cancelled": "#999999", "lag": "#CC79A7",
+           "throttled": "#009E73"}
 MAX_ROWS = 40  # beyond this, the rows in the middle are grouped into one "+N more" row
-ROW_H, LABEL_W, PLOT_W, TOP, PAD = 18, 250, 520, 30, 8
+ROW_H, LABEL_W, PLOT_W, PAD = 18, 250, 520, 8
+TOP = 46  # title line, legend line
 TEXT_BAR = 40
+TEXT_MARKS = {"waiting": ".", "throttled": "~", "before": "-", "running": "="}
+TEXT_LEGEND = ("legend: . waiting for a slot  ~ throttled (rate limit)  - running, before the first token"
+               "  = running  # event loop blocked")
+DASH = ' stroke="currentColor" stroke-dasharray="3,2"'
 
-
-def visible(rows: list[Row], max_rows: int = MAX_ROWS) -> tuple[list[Row], list[Row]]:
-    """The rows to draw one by one and the hidden middle ones (drawn as one group row)."""
-    if len(rows) <= max_rows:
-        return rows, []
-    head = (max_rows - 1) // 2
-    tail = max_rows - 1 - head
-    return rows[:head] + rows[-tail:], rows[head:-tail]
+Block = tuple[str, View]  # a title and what to draw under it
 
 
 def nice_step(span: float, ticks: int = 6) -> float:
@@ -39,128 +44,234 @@ def _end(row: Row, now: float) -> float:
     return row.end if row.end is not None else now
 
 
-def summary_line(rows: list[Row], now: float) -> str:
-    s = summary(rows, now)
-    failed = sum(r.status == "failed" for r in rows)
-    cancelled = sum(r.status == "cancelled" for r in rows)
-    extra = "".join(f", {n} {what}" for n, what in ((failed, "failed"), (cancelled, "cancelled")) if n)
-    return (f"{s['tasks']} tasks{extra} · wall {s['wall']:.2f} s · sum of task times {s['busy']:.2f} s"
+def _span(blocks: list[Block]) -> float:
+    return max(view.span for _, view in blocks) or 1.0
+
+
+def pieces(row: Row, now: float) -> list[tuple[str, float, float]]:
+    """The row's stretches to draw, in order, with running split at the first token:
+    'waiting', 'throttled', 'before' (running, no token yet) and 'running'."""
+    out = []
+    for phase, a, b in row.stretches(now):
+        ft = row.first_token
+        if phase == "running" and ft is not None and a < ft:
+            out.append(("before", a, min(ft, b)))
+            if ft < b:
+                out.append(("running", ft, b))
+        else:
+            out.append((phase, a, b))
+    return out
+
+
+def summary_line(view: View) -> str:
+    s, statuses = view.summary, view.statuses
+    extra = "".join(f", {statuses[what]} {what}" for what in ("failed", "cancelled") if statuses[what])
+    details = ""
+    if s["ttft_median"] is not None:
+        details += f" · median first token {s['ttft_median']:.2f} s"
+    if s["throttled"] > 0:
+        details += f" · throttled {s['throttled']:.2f} s"
+    return (f"{s['tasks']} tasks{extra} · wall {s['wall']:.2f} s · sum of task times {s['busy']:.2f} s{details}"
             f" · ratio {s['speedup']:.2f}x")
 
 
-def to_text(rows: list[Row], lags: list[tuple[float, float]], now: float, title: str = "timeline") -> str:
-    """A fixed-width picture: '.' waiting, '=' running, then the end state; '#' loop blocked."""
-    span = max([now, *(_end(r, now) for r in rows), *(b for _, b in lags)] or [0.0]) or 1.0
+def details(row: Row, now: float) -> list[str]:
+    """What a row's hover text and text line say beyond its bar."""
+    out = []
+    if row.tokens_out is not None:
+        rate = row.tokens_per_s(now)
+        out.append(f"{row.tokens_out} tokens out" + (f" ({rate:.3g}/s after the first)" if rate else ""))
+    if row.ttft() is not None:
+        out.append(f"first token after {row.ttft():.2f} s")
+    throttled = row.time_in("throttled", now)
+    if throttled > 0:
+        out.append(f"throttled {throttled:.2f} s")
+    if row.error:
+        out.append(row.error)
+    return out
+
+
+def hover(row: Row, now: float) -> str:
+    end = f"{row.end:.2f} s" if row.end is not None else "still running"
+    tokens_in = f"{row.tokens_in} tokens in" if row.tokens_in is not None else ""
+    lines = [row.name, " · ".join(x for x in (row.model, row.status) if x),
+             f"{row.created:.2f} s → {end}",
+             f"waited {row.time_in('waiting', now):.2f} s · ran {row.running_time(now):.2f} s",
+             *([tokens_in] if tokens_in else []), *details(row, now)]
+    return "\n".join(lines)
+
+
+# -- text -------------------------------------------------------------------------------------
+def to_text(view: View, title: str = "timeline") -> str:
+    """A fixed-width picture: one line per task, its phases as characters (see TEXT_LEGEND)."""
+    return text([(title, view)])
+
+
+def text(blocks: list[Block]) -> str:
+    span = _span(blocks)
 
     def col(t: float) -> int:
         return min(TEXT_BAR - 1, int(t / span * TEXT_BAR))
 
-    lines = [f"{title} (0 .. {span:.2f} s)"]
-    shown, hidden = visible(rows)
-    for n, row in enumerate(shown):
-        bar = [" "] * TEXT_BAR
-        if row.waiting is not None:
-            for c in range(col(row.waiting), col(row.started if row.started is not None else _end(row, now)) + 1):
-                bar[c] = "."
-        if row.started is not None:
-            for c in range(col(row.started), col(_end(row, now)) + 1):
-                bar[c] = "="
-        timing = f"{row.created:6.2f} -> {_end(row, now):6.2f} s" if row.end is not None else f"{row.created:6.2f} ->  ...    "
-        error = f"  {row.error}" if row.error else ""
-        lines.append(f"{row.name[:38]:<38} |{''.join(bar)}| {timing} {row.status}{error}")
-        if hidden and n == len(shown) // 2 - 1:
-            lines.append(f"{'+%d more tasks' % len(hidden):<38} |{' ' * TEXT_BAR}|")
-    if lags:
-        bar = [" "] * TEXT_BAR
-        for a, b in lags:
+    def bar(stretches) -> str:
+        cells = [" "] * TEXT_BAR
+        for mark, a, b in stretches:
             for c in range(col(a), col(b) + 1):
-                bar[c] = "#"
-        total = sum(b - a for a, b in lags)
-        lines.append(f"{'event loop blocked':<38} |{''.join(bar)}| {total:.2f} s in all")
-    lines.append(summary_line(rows, now))
+                cells[c] = mark
+        return "".join(cells)
+
+    lines = []
+    for title, view in blocks:
+        lines.append(f"{title} (0 .. {span:.2f} s)")
+        shown, hidden = view.rows, view.hidden
+        for n, row in enumerate(shown):
+            marks = [(TEXT_MARKS[p], a, b) for p, a, b in pieces(row, view.now)]
+            end = f"{row.end:6.2f} s" if row.end is not None else " ...    "
+            extra = "".join(f", {d}" for d in details(row, view.now))
+            lines.append(f"{row.name[:38]:<38} |{bar(marks)}| {row.created:6.2f} -> {end} {row.status}{extra}")
+            if hidden and n == len(shown) // 2 - 1:
+                group = bar([("*", hidden.start, hidden.end)])
+                lines.append(f"{f'+{hidden.count} more tasks':<38} |{group}|")
+        if view.lags:
+            total = sum(b - a for a, b in view.lags)
+            blocked = bar([("#", a, b) for a, b in view.lags])
+            lines.append(f"{'event loop blocked':<38} |{blocked}| {total:.2f} s in all")
+        lines.append(summary_line(view))
+    lines.append(TEXT_LEGEND)
     return "\n".join(lines)
 
 
-def to_svg(rows: list[Row], lags: list[tuple[float, float]], now: float, title: str = "timeline") -> str:
+# -- SVG --------------------------------------------------------------------------------------
+def to_svg(view: View, title: str = "timeline") -> str:
     """The timeline as a standalone SVG. Text uses currentColor so it follows light and dark themes."""
-    shown, hidden = visible(rows)
-    span = max([now, *(_end(r, now) for r in rows), *(b for _, b in lags)] or [0.0]) or 1.0
-    n_rows = len(shown) + (1 if hidden else 0) + (1 if lags else 0)
-    height = TOP + max(n_rows, 1) * ROW_H + 44
+    return svg([(title, view)], title)
+
+
+def svg(blocks: list[Block], heading: str) -> str:
+    """Blocks one under another on a shared axis; a block's own title line only when there are several."""
+    span = _span(blocks)
     width = LABEL_W + PLOT_W + 2 * PAD
 
     def x(t: float) -> float:
         return LABEL_W + PAD + t / span * PLOT_W
 
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}"'
-        ' font-family="sans-serif" font-size="11" style="color: inherit">',
-        '<defs><pattern id="llmnb-wait" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
-        '<rect width="6" height="6" fill="currentColor" fill-opacity="0.08"/>'
-        '<line x1="0" y1="0" x2="0" y2="6" stroke="currentColor" stroke-opacity="0.35" stroke-width="2"/></pattern></defs>',
-        f'<text x="{PAD}" y="16" font-size="13" font-weight="bold" fill="currentColor">{escape(_cut(title, 52))}</text>',
-    ]
+    body, y = [], TOP
+    for title, view in blocks:
+        if len(blocks) > 1:
+            body.append(f'<text x="{PAD}" y="{y + 13}" font-weight="bold" fill="currentColor">{escape(_cut(title, 90))}'
+                        '</text>')
+            y += ROW_H
+        y = _block(body, view, y, x)
+    height = y + 22
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}"'
+           ' font-family="sans-serif" font-size="11" style="color: inherit">', _DEFS,
+           f'<text x="{PAD}" y="16" font-size="13" font-weight="bold" fill="currentColor">'
+           f'{escape(_cut(heading, 100))}</text>',
+           _legend()]
     step = nice_step(span)
-    bottom = TOP + max(n_rows, 1) * ROW_H
     for i in range(int(span / step) + 1):
         t = i * step
-        out.append(f'<line x1="{x(t):.1f}" y1="{TOP - 4}" x2="{x(t):.1f}" y2="{bottom}" stroke="currentColor" stroke-opacity="0.15"/>')
-        out.append(f'<text x="{x(t):.1f}" y="{bottom + 13}" text-anchor="middle" fill="currentColor">{t:g} s</text>')
-    for a, b in lags:
-        out.append(f'<rect x="{x(a):.1f}" y="{TOP - 4}" width="{max(x(b) - x(a), 1):.1f}" height="{bottom - TOP + 4}"'
-                   f' fill="{COLOURS["lag"]}" fill-opacity="0.25"><title>event loop blocked {a:.2f}-{b:.2f} s</title></rect>')
-    y = TOP
-    for n, row in enumerate(shown):
-        out.append(_svg_row(row, y, x, now))
-        y += ROW_H
-        if hidden and n == len(shown) // 2 - 1:
-            start, end = min(r.created for r in hidden), max(_end(r, now) for r in hidden)
-            out.append(f'<text x="{PAD}" y="{y + 12}" fill="currentColor" font-style="italic">+{len(hidden)} more tasks</text>'
-                       f'<rect x="{x(start):.1f}" y="{y + 4}" width="{max(x(end) - x(start), 1):.1f}" height="{ROW_H - 8}"'
-                       f' fill="currentColor" fill-opacity="0.25"><title>{len(hidden)} tasks grouped</title></rect>')
-            y += ROW_H
-    if lags:
-        total = sum(b - a for a, b in lags)
-        out.append(f'<text x="{PAD}" y="{y + 12}" fill="{COLOURS["lag"]}">event loop blocked ({total:.2f} s)</text>')
-        y += ROW_H
-    out.append(f'<text x="{PAD}" y="{bottom + 32}" fill="currentColor">{escape(summary_line(rows, now))}</text>')
-    legend_x = width - PAD - 5 * 75  # right-aligned, clear of the title
-    for label, colour in (("done", COLOURS["done"]), ("running", COLOURS["running"]), ("failed", COLOURS["failed"]),
-                          ("cancelled", COLOURS["cancelled"])):
-        out.append(f'<rect x="{legend_x}" y="8" width="10" height="10" fill="{colour}"/>'
-                   f'<text x="{legend_x + 13}" y="17" fill="currentColor">{label}</text>')
-        legend_x += 75
-    out.append(f'<rect x="{legend_x}" y="8" width="10" height="10" fill="url(#llmnb-wait)"/>'
-               f'<text x="{legend_x + 13}" y="17" fill="currentColor">waiting</text>')
+        out.append(f'<line x1="{x(t):.1f}" y1="{TOP - 4}" x2="{x(t):.1f}" y2="{y}" stroke="currentColor"'
+                   ' stroke-opacity="0.15"/>'
+                   f'<text x="{x(t):.1f}" y="{y + 13}" text-anchor="middle" fill="currentColor">{t:g} s</text>')
+    out += body
     out.append("</svg>")
     return "".join(out)
 
 
+_DEFS = (
+    '<defs><pattern id="llmnb-wait" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
+    '<rect width="6" height="6" fill="currentColor" fill-opacity="0.08"/>'
+    '<line x1="0" y1="0" x2="0" y2="6" stroke="currentColor" stroke-opacity="0.35" stroke-width="2"/></pattern>'
+    f'<pattern id="llmnb-throttle" width="4" height="4" patternUnits="userSpaceOnUse">'
+    f'<rect width="4" height="4" fill="{COLOURS["throttled"]}" fill-opacity="0.25"/>'
+    f'<line x1="1" y1="0" x2="1" y2="4" stroke="{COLOURS["throttled"]}" stroke-width="1.5"/></pattern></defs>')
+
+
+def _legend() -> str:
+    """One line of swatches, each drawn as its bars are: (label, markup at x=0)."""
+    bar = 'x="0" y="24" width="10" height="10"'
+    items = [("waiting", f'<rect {bar} fill="url(#llmnb-wait)"/>'),
+             ("throttled", f'<rect {bar} fill="url(#llmnb-throttle)" stroke="{COLOURS["throttled"]}"/>'),
+             ("to first token", f'<rect x="0" y="26" width="10" height="6" fill="{COLOURS["done"]}"'
+                                ' fill-opacity="0.45"/>'
+                                '<line x1="10" y1="23" x2="10" y2="35" stroke="currentColor" stroke-width="1.5"/>'),
+             ("running", f'<rect {bar} fill="{COLOURS["running"]}"/>'),
+             ("done", f'<rect {bar} fill="{COLOURS["done"]}"/>'),
+             ("failed", f'<rect {bar} fill="{COLOURS["failed"]}"/>'),
+             ("cancelled", f'<rect {bar} fill="{COLOURS["cancelled"]}"{DASH}/>'),
+             ("loop blocked", f'<rect {bar} fill="{COLOURS["lag"]}" fill-opacity="0.4"/>')]
+    out, lx = ['<g class="llmnb-legend">'], PAD
+    for label, markup in items:
+        out.append(f'<g transform="translate({lx},0)">{markup}'
+                   f'<text x="14" y="33" fill="currentColor">{label}</text></g>')
+        lx += 26 + 6 * len(label)  # room for the label at 11 px
+    out.append("</g>")
+    return "".join(out)
+
+
+def _block(out: list[str], view: View, y: float, x) -> float:
+    """Append one timeline's rows, lag row and summary line from `y`; return the y below them."""
+    top = y
+    for a, b in view.lags:
+        out.append(f'<rect x="{x(a):.1f}" y="{top}" width="{max(x(b) - x(a), 1):.1f}" height="{_block_height(view)}"'
+                   f' fill="{COLOURS["lag"]}" fill-opacity="0.25">'
+                   f'<title>event loop blocked {a:.2f}-{b:.2f} s</title></rect>')
+    shown, hidden = view.rows, view.hidden
+    for n, row in enumerate(shown):
+        out.append(_svg_row(row, y, x, view.now))
+        y += ROW_H
+        if hidden and n == len(shown) // 2 - 1:
+            out.append(f'<text x="{PAD}" y="{y + 12}" fill="currentColor" font-style="italic">'
+                       f'+{hidden.count} more tasks</text>'
+                       f'<rect x="{x(hidden.start):.1f}" y="{y + 4}"'
+                       f' width="{max(x(hidden.end) - x(hidden.start), 1):.1f}" height="{ROW_H - 8}"'
+                       f' fill="currentColor" fill-opacity="0.25"><title>{hidden.count} tasks grouped</title></rect>')
+            y += ROW_H
+    if view.lags:
+        total = sum(b - a for a, b in view.lags)
+        out.append(f'<text x="{PAD}" y="{y + 12}" fill="{COLOURS["lag"]}">event loop blocked ({total:.2f} s)</text>')
+        y += ROW_H
+    out.append(f'<text x="{PAD}" y="{y + 13}" fill="currentColor">{escape(summary_line(view))}</text>')
+    return y + ROW_H + 4
+
+
+def _block_height(view: View) -> int:
+    return (len(view.rows) + (1 if view.hidden else 0) + (1 if view.lags else 0)) * ROW_H
+
+
 def _svg_row(row: Row, y: float, x, now: float) -> str:
     end = _end(row, now)
-    tip = f"{row.name} · {row.status} · {row.created:.2f}-{end:.2f} s"
-    if row.tokens_out:
-        tip += f" · {row.tokens_out} tokens out"
-    if row.error:
-        tip += f" · {row.error}"
-    parts = [f'<g class="llmnb-row" data-status="{row.status}"><title>{escape(tip)}</title>',
-             f'<text x="{PAD}" y="{y + 12}" fill="currentColor">{escape(row.name[:40])}</text>']
-    if row.waiting is not None:
-        w_end = row.started if row.started is not None else end
-        # cancelled while still waiting: the same dashed outline as a cancelled bar
-        dash = ' stroke="currentColor" stroke-dasharray="3,2"' if row.status == "cancelled" and row.started is None else ""
-        parts.append(f'<rect x="{x(row.waiting):.1f}" y="{y + 3}" width="{max(x(w_end) - x(row.waiting), 1):.1f}"'
-                     f' height="{ROW_H - 6}" fill="url(#llmnb-wait)"{dash}/>')
-    if row.started is not None:
-        colour = COLOURS.get(row.status, COLOURS["running"])
-        dash = ' stroke="currentColor" stroke-dasharray="3,2"' if row.status == "cancelled" else ""
-        parts.append(f'<rect class="llmnb-bar" x="{x(row.started):.1f}" y="{y + 3}" width="{max(x(end) - x(row.started), 1.5):.1f}"'
-                     f' height="{ROW_H - 6}" fill="{colour}"{dash}/>')
+    parts = [f'<g class="llmnb-row" data-status="{row.status}"><title>{escape(hover(row, now))}</title>',
+             f'<text x="{PAD}" y="{y + 12}" fill="currentColor">{escape(_cut(row.name, 30))}</text>']
+    if row.tokens_out is not None:  # grows while the call runs, from its progress events
+        parts.append(f'<text class="llmnb-tokens" x="{LABEL_W}" y="{y + 12}" text-anchor="end" fill="currentColor"'
+                     f' fill-opacity="0.7">{row.tokens_out} tok</text>')
+    dash = DASH if row.status == "cancelled" else ""
+    colour = COLOURS[row.status] if row.status in ("done", "failed", "cancelled") else COLOURS["running"]
+    for piece, a, b in pieces(row, now):
+        left, w = f"{x(a):.1f}", f"{max(x(b) - x(a), 1):.1f}"
+        if piece == "waiting":
+            parts.append(f'<rect class="llmnb-wait" x="{left}" y="{y + 3}" width="{w}" height="{ROW_H - 6}"'
+                         f' fill="url(#llmnb-wait)"{dash}/>')
+        elif piece == "throttled":
+            parts.append(f'<rect class="llmnb-throttled" x="{left}" y="{y + 2}" width="{w}" height="{ROW_H - 4}"'
+                         f' fill="url(#llmnb-throttle)" stroke="{COLOURS["throttled"]}"/>')
+        elif piece == "before":
+            parts.append(f'<rect class="llmnb-before" x="{left}" y="{y + 6}" width="{w}" height="{ROW_H - 12}"'
+                         f' fill="{colour}" fill-opacity="0.45"{dash}/>')
+        else:
+            parts.append(f'<rect class="llmnb-bar" x="{left}" y="{y + 3}" width="{max(x(b) - x(a), 1.5):.1f}"'
+                         f' height="{ROW_H - 6}" fill="{colour}"{dash}/>')
+    if row.first_token is not None:
+        tick = f"{x(row.first_token):.1f}"
+        parts.append(f'<line class="llmnb-first-token" x1="{tick}" y1="{y + 1}" x2="{tick}"'
+                     f' y2="{y + ROW_H - 1}" stroke="currentColor" stroke-width="1.5"/>')
+    cx, cy = x(end), y + ROW_H / 2
     if row.status == "running":  # shape as well as colour: a running bar ends in an arrow head
-        cx, cy = x(end), y + ROW_H / 2
         parts.append(f'<path d="M{cx:.1f},{cy - 6:.1f}l6,6l-6,6z" fill="{COLOURS["running"]}"/>')
     if row.status == "failed":
-        cx, cy = x(end), y + ROW_H / 2
-        parts.append(f'<path d="M{cx - 4:.1f},{cy - 4:.1f}l8,8m0,-8l-8,8" stroke="{COLOURS["failed"]}" stroke-width="2"/>')
+        parts.append(f'<path d="M{cx - 4:.1f},{cy - 4:.1f}l8,8m0,-8l-8,8" stroke="{COLOURS["failed"]}"'
+                     ' stroke-width="2"/>')
     parts.append("</g>")
     return "".join(parts)

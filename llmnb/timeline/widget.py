@@ -11,14 +11,16 @@ nbconvert and GitHub show it without widget state.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import warnings
 from pathlib import Path
 
 from .. import events
-from . import lag, render
-from .recorder import Recorder, summary
+from . import lag, render, trace
+from .compare import Comparison, Static
+from .recorder import Recorder, View
 
 FPS = 10
 HINT = "(install ipywidgets and run in Jupyter for the live picture: pip install ipywidgets)"
@@ -37,7 +39,8 @@ class Timeline:
     """A live picture of the tasks run inside `with Timeline():` (or `async with`).
 
     Every llmnb model call made in the block (and in tasks created there) becomes a row; add any
-    other awaitable with `await timeline.track(aw, name=...)`.
+    other awaitable with `await timeline.track(aw, name=...)`. Afterwards: `records()`, `summary()`,
+    `to_svg()`, `to_text()`, `save_trace(path)` for Perfetto, and `Timeline.compare(a, b)`.
     """
 
     def __init__(self, title: str | None = None, *, display: bool | None = None):
@@ -55,6 +58,10 @@ class Timeline:
 
     # -- the block ---------------------------------------------------------------------------
     def __enter__(self) -> Timeline:
+        show = self._display if self._display is not None else _in_kernel()
+        self._widget = self._handle = None
+        if show:  # first-use costs (importing ipywidgets, the first widget) before the clock and the probe start
+            self._make_widget()
         self._recorder = Recorder(time.perf_counter())
         self._closed_at = None
         self._listening = events.listen(self._recorder)
@@ -66,7 +73,7 @@ class Timeline:
         if loop is not None:
             self._probe = lag.Probe(self._recorder.add_lag)
             self._probe_task = loop.create_task(self._probe.run(), name="llmnb-timeline-probe")
-        if self._display if self._display is not None else _in_kernel():
+        if show:
             self._show()
         return self
 
@@ -85,7 +92,7 @@ class Timeline:
         if self._widget is not None:
             self._widget.value = self.to_svg()  # the guaranteed final render
         if self._handle is not None:  # also without ipywidgets, where only this picture is shown
-            self._handle.update(_Static(self))
+            self._handle.update(Static(self))
 
     async def __aenter__(self) -> Timeline:
         return self.__enter__()
@@ -94,26 +101,23 @@ class Timeline:
         self.__exit__(*exc)
 
     async def track(self, awaitable, name: str | None = None):
-        """Await `awaitable` and record it as a row named `name`; returns its result."""
+        """Await `awaitable` and record it as a row named `name`; returns its result. It is reported
+        as a call (no method, no model) to every listener, this timeline's and any other."""
         if self._recorder is None:
             raise RuntimeError("track() records into an open timeline: use it inside `with Timeline() as tl:`")
-        key = self._recorder.next_tracked_key()
         label = name or getattr(awaitable, "__qualname__", None) or type(awaitable).__name__
-
-        def emit(kind, **details):
-            self._recorder.apply(events.CallEvent(key, kind, time.perf_counter(), "", label, "", **details))
-
-        emit("created")
-        emit("started")
+        with events.listen(self._recorder):  # also when awaited from a task made before the block
+            call = events.Call("", label, "")
+        call.emit("started")
         try:
             result = await awaitable
         except asyncio.CancelledError:
-            emit("cancelled")
+            call.emit("cancelled")
             raise
         except Exception as e:
-            emit("failed", error=f"{type(e).__name__}: {e}")
+            call.emit("failed", error=f"{type(e).__name__}: {e}")
             raise
-        emit("finished")
+        call.emit("finished")
         return result
 
     # -- data out ----------------------------------------------------------------------------
@@ -123,40 +127,61 @@ class Timeline:
 
     def records(self) -> list[dict]:
         """One dict per task: name, method, model, created/start/end (seconds from the timeline's
-        start), wait (seconds spent waiting for a slot), status, tokens_in, tokens_out, error."""
+        start; start is the first attempt's), wait (seconds waiting for a slot), throttled (seconds
+        waiting for the rate limit), status, tokens_in, tokens_out, error, ttft (seconds from start to
+        the first token, None when unknown) and tokens_per_s (output tokens over the time after the
+        first token)."""
         if self._recorder is None:
             return []
-        out, now = [], self._now()
-        for r in self._recorder.rows():
-            waited_until = next((t for t in (r.started, r.end) if t is not None), now)  # still waiting: until now
-            wait = waited_until - r.waiting if r.waiting is not None else 0.0
-            out.append({"name": r.label, "method": r.method, "model": r.model, "created": r.created,
-                        "start": r.started, "end": r.end, "wait": max(wait, 0.0), "status": r.status,
-                        "tokens_in": r.tokens_in, "tokens_out": r.tokens_out, "error": r.error})
-        return out
+        now = self._now()
+        return [{"name": r.label, "method": r.method, "model": r.model, "created": r.created, "start": r.started,
+                 "end": r.end, "wait": r.time_in("waiting", now), "throttled": r.time_in("throttled", now),
+                 "status": r.status, "tokens_in": r.tokens_in, "tokens_out": r.tokens_out, "error": r.error,
+                 "ttft": r.ttft(), "tokens_per_s": r.tokens_per_s(now)} for r in self._recorder.rows()]
 
     def summary(self) -> dict:
-        """wall (first creation to last end), busy (sum of running times) and speedup (busy / wall)."""
-        rows = self._recorder.rows() if self._recorder else []
-        return summary(rows, self._now())
+        """tasks; wall (first creation to last end); busy (sum of running times) and speedup (busy / wall);
+        ttft_median (seconds, None when no call reported its first token); throttled (seconds, summed)."""
+        return self._view().summary
 
     @property
     def lags(self) -> list[tuple[float, float]]:
         """Stretches (start, end), in seconds from the timeline's start, when the event loop was blocked."""
         return list(self._recorder.lags) if self._recorder else []
 
+    def _view(self) -> View:
+        """What a redraw needs, touching only the rows drawn."""
+        recorder = self._recorder or Recorder(0.0)
+        return recorder.view(self._now(), render.MAX_ROWS)
+
     def to_text(self) -> str:
-        rows = self._recorder.rows() if self._recorder else []
-        return render.to_text(rows, self.lags, self._now(), self.title)
+        return render.to_text(self._view(), self.title)
 
     def to_svg(self) -> str:
-        rows = self._recorder.rows() if self._recorder else []
-        return render.to_svg(rows, self.lags, self._now(), self.title)
+        return render.to_svg(self._view(), self.title)
 
     def save_svg(self, path) -> Path:
         path = Path(path)
         path.write_text(self.to_svg(), encoding="utf-8")
         return path
+
+    def trace(self) -> dict:
+        """The timeline as Chrome trace-event JSON data (see `save_trace`)."""
+        rows = self._recorder.rows() if self._recorder else []
+        return trace.to_trace(rows, self.lags, self._now(), self.title, self.summary())
+
+    def save_trace(self, path) -> Path:
+        """Write a trace file that Perfetto (ui.perfetto.dev, Open trace file) and chrome://tracing
+        open: a track per task with its phases nested, and the event loop's blocked stretches."""
+        path = Path(path)
+        path.write_text(json.dumps(self.trace()), encoding="utf-8")
+        return path
+
+    @staticmethod
+    def compare(*timelines: Timeline, title: str | None = None) -> Comparison:
+        """One picture of several timelines on one shared time axis, each a block with its title
+        and summary: runs compared at the same scale."""
+        return Comparison(timelines, title)
 
     # -- display -----------------------------------------------------------------------------
     def _repr_mimebundle_(self, include=None, exclude=None):
@@ -169,16 +194,21 @@ class Timeline:
     def __repr__(self) -> str:  # terminals and plain IPython: the text form, and how to get the picture
         return f"{self.to_text()}\n{HINT}"
 
-    def _show(self) -> None:
-        from IPython.display import display
-
+    def _make_widget(self) -> None:
         try:
             import ipywidgets
         except ImportError:
             warnings.warn(f"the timeline is drawn when the block ends {HINT}", stacklevel=3)
-            self._handle = display(_Static(self), display_id=True)
             return
-        self._widget = ipywidgets.HTML(self.to_svg())
+        self._widget = ipywidgets.HTML()
+
+    def _show(self) -> None:
+        from IPython.display import display
+
+        if self._widget is None:  # no ipywidgets: the final picture replaces this one
+            self._handle = display(Static(self), display_id=True)
+            return
+        self._widget.value = self.to_svg()
         self._handle = display(self, display_id=True)
         self._stop.clear()
         self._painter = threading.Thread(target=self._paint, name="llmnb-timeline", daemon=True)
@@ -192,13 +222,3 @@ class Timeline:
             if self._recorder.version != drawn or self._recorder.has_open_rows():
                 drawn = self._recorder.version
                 self._widget.value = self.to_svg()
-
-
-class _Static:
-    """The final picture, without the widget: what the saved notebook keeps."""
-
-    def __init__(self, timeline: Timeline):
-        self._timeline = timeline
-
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        return {"text/plain": self._timeline.to_text(), "text/html": self._timeline.to_svg()}
