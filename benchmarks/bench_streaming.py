@@ -6,9 +6,10 @@ The server is `llmnb.demo_server` in its own process (so the client's CPU time i
 alone): the first token `LATENCY` after the request, then one token every `PER_TOKEN`.
 
 1. 100 concurrent streamed calls, every piece read: llmnb's `stream_async` against the OpenAI SDK's
-   own streaming (`AsyncOpenAI(...).chat.completions.create(stream=True)`), alternated over
-   several rounds in one run; the median wall time and client CPU time (process_time) of each,
-   and their ratio.
+   own streaming (`AsyncOpenAI(...).chat.completions.create(stream=True)`, on its default httpx
+   transport and on its aiohttp one, which llmnb uses), alternated over several rounds in one
+   run; the median wall time and client CPU time (process_time) of each, and their ratio to the
+   SDK on httpx.
 2. The time to first token as llmnb records it (the `first_token` event's time minus the
    `started` event's), against the server's scripted delay: one call at a time, and in the batch
    of 100, next to the same time as the raw client sees it (request sent to first piece read).
@@ -118,9 +119,13 @@ async def measure(base_url: str) -> dict:
 
     model = Models.create("openai:demo", base_url=base_url, max_concurrency=N)
     client = openai.AsyncOpenAI(base_url=base_url, api_key="no-key", max_retries=0)
+    # llmnb sends through the SDK's aiohttp transport: the SDK on it too, for a like-for-like row
+    aio = openai.AsyncOpenAI(base_url=base_url, api_key="no-key", max_retries=0,
+                             http_client=openai.DefaultAioHttpClient())
     # The local engine's row joins here, as one more (name, make the calls) pair.
     runners = {"llmnb stream_async": lambda: [llmnb_call(model) for _ in range(N)],
-               "AsyncOpenAI, stream=True": lambda: [raw_call(client, []) for _ in range(N)]}
+               "AsyncOpenAI, stream=True": lambda: [raw_call(client, []) for _ in range(N)],
+               "AsyncOpenAI on aiohttp, stream=True": lambda: [raw_call(aio, []) for _ in range(N)]}
     for make in runners.values():
         await timed(make())  # warm up: connections, clients
     runs = {name: [] for name in runners}
@@ -137,6 +142,7 @@ async def measure(base_url: str) -> dict:
         await asyncio.gather(*[llmnb_call(model) for _ in range(N)])
     await asyncio.gather(*[raw_call(client, raw_batch) for _ in range(N)])
     await client.close()
+    await aio.close()
     model.close()
     return {"runs": runs, "ttft": {"one at a time (10 calls)": (single.values, raw_single),
                                    f"{N} at once": (batch.values, raw_batch)}}
