@@ -156,9 +156,10 @@ class FaultServer(DemoServer):
             if fault.kind == "drop":
                 writer.transport.abort()
                 return False
-            if fault.kind == "error":
+            if fault.kind == "error":  # the error event ends the body; the stream counts as ended early
                 event = b'data: {"error": {"message": "overloaded"}}\n\n'
                 await super().send_event(writer, answer, index, event, hangup)
+                writer.write(b"0\r\n\r\n")
                 return False
             await hangup  # stall: the connection stays open and nothing more comes, until the client leaves
             return False

@@ -75,6 +75,16 @@ def refuses(error: Exception, words: tuple[str, ...]) -> bool:
     return status in REFUSED or (status == 500 and any(w in message for w in words))
 
 
+def timed_out(error: BaseException | None) -> bool:
+    """Whether a transport's error comes from a timeout: each transport has its own exception
+    types, but they are, or are caused by, a TimeoutError."""
+    while error is not None:
+        if isinstance(error, TimeoutError):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def never(error: Exception) -> bool:
     return False
 
@@ -466,8 +476,9 @@ class OpenAIBackend(Backend):
         while True:
             try:
                 line = await anext(lines, None)
-            except Exception as e:  # reading failed: the connection broke
-                raise self._openai.APIConnectionError(request=request) from e
+            except Exception as e:  # reading failed: the transport's read timeout, or the connection broke
+                lost = self._openai.APITimeoutError if timed_out(e) else self._openai.APIConnectionError
+                raise lost(request=request) from e
             if line is None:
                 return
             chunk = event_data(line)
