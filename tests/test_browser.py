@@ -230,13 +230,21 @@ def set_slider(page, description: str, *keys: str) -> None:
         page.keyboard.press(key)
 
 
-def playground_run(page, run: int, tasks: int) -> tuple[str, list[dict]]:
-    """Press Run, wait until the run's picture is final; its summary line and the live states seen."""
+def playground_run(page, run: int) -> tuple[dict, list[dict]]:
+    """Press Run and wait until the run has ended. Returns what its picture (the previous run and
+    this one on one axis) shows, the blocks' titles, summary lines and row statuses, and every
+    live state seen while it ran."""
     page.evaluate(OBSERVE_LIVE)
     page.locator(".widget-button", has_text="Run").click()
     page.locator(".widget-label", has_text=f"run {run}: wall").wait_for()
-    picture = page.locator(LIVE_SVG, has_text=f"run {run}:")
-    return check_final_picture(picture, tasks=tasks, statuses={"done"}), live_states(page)
+    picture = page.locator(LIVE_SVG)
+    assert picture.count() == 1, "the playground shows one picture"
+    texts = picture.locator("text").all_text_contents()
+    rows = picture.locator("g.llmnb-row")
+    shown = {"titles": [t for t in texts if t.startswith("run ")],
+             "summaries": [t for t in texts if re.match(r"\d+ tasks\b.* · wall [\d.]+ s · .* · ratio [\d.]+x$", t)],
+             "statuses": [rows.nth(i).get_attribute("data-status") for i in range(rows.count())]}
+    return shown, live_states(page)
 
 
 def wall(summary: str) -> float:
@@ -246,23 +254,27 @@ def wall(summary: str) -> float:
 def test_playground_controls_and_two_runs(lab, page):
     open_notebook(page, lab, PLAYGROUND)
     code_cells = page.locator(".jp-CodeCell").count()
-    menu(page, "Run", "Run All Cells")  # the notebook's own runs: two remote, two embedded
+    menu(page, "Run", "Run All Cells")  # the notebook's own five runs: three remote, two embedded
     wait_all_ran(page, code_cells)
     assert page.locator(STDERR).count() == 0, page.locator(STDERR).all_inner_texts()
-    assert page.locator(".widget-label", has_text="run 4: wall").count() == 1, "the notebook's four runs did not end"
+    assert page.locator(".widget-label", has_text="run 5: wall").count() == 1, "the notebook's runs did not end"
 
     page.locator(".widget-toggle-button", has_text="remote stand-in").click()
     set_slider(page, "tasks", "ArrowRight", "ArrowRight")  # the notebook's last run had 4
     set_slider(page, "max_concurrency", "Home")  # 1: one request at a time
-    first, states = playground_run(page, 5, tasks=6)
-    during = [s for s in states if "waiting" in s["statuses"]]
-    assert during, f"no live picture showed tasks waiting for the one slot: {states}"
+    set_slider(page, "rpm (0: no limit)", "Home")  # no rate limit
+    page.locator(".widget-checkbox", has_text="stream the answers").locator("input").check()
+    first, states = playground_run(page, 6)
+    assert first["titles"] == ["run 5: 4 tasks, embedded, parallel=4", "run 6: 6 tasks, 0.5 s, max_concurrency=1"]
+    assert "median first token" in first["summaries"][1]  # streamed: each call's first token is known
+    assert any("waiting" in s["statuses"] for s in states), f"no live picture showed calls waiting: {states}"
 
     set_slider(page, "max_concurrency", "End")  # 40: all six at once
-    second, _ = playground_run(page, 6, tasks=6)
-    shot(page, "playground.png", page.locator(LIVE_SVG, has_text="run 6:"))
-    assert wall(second) < wall(first) / 3, (first, second)  # six rounds of the latency, then one
-    kept = page.locator(LIVE_SVG, has_text="run 5:")
-    assert kept.count() == 1 and check_final_picture(kept, tasks=6, statuses={"done"}) == first
-    titles = [t for t in page.locator(f"{LIVE_SVG} text").all_text_contents() if t.startswith("run ")]
-    assert titles == ["run 6: 6 tasks, 0.5 s, max_concurrency=40", "run 5: 6 tasks, 0.5 s, max_concurrency=1"]
+    second, _ = playground_run(page, 7)
+    picture = page.locator(LIVE_SVG)
+    shot(page, "playground.png", picture)
+    picture.screenshot(path=str(ARTIFACTS / "playground-picture.png"))
+    assert second["titles"] == ["run 6: 6 tasks, 0.5 s, max_concurrency=1", "run 7: 6 tasks, 0.5 s, max_concurrency=40"]
+    assert second["summaries"][0] == first["summaries"][1], "the previous run's block changed"
+    assert wall(second["summaries"][1]) < wall(second["summaries"][0]) / 3, second  # six rounds, then one
+    assert second["statuses"] == ["done"] * 12
