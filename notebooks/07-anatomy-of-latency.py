@@ -12,10 +12,9 @@
 
 # %% tags=["nbval-ignore-output"]
 import asyncio
-import statistics
 import time
 
-from llmnb import Models, Thread, Timeline, listen
+from llmnb import Models, Thread, Timeline
 from llmnb.demo_server import DemoServer
 
 FIRST, PER_TOKEN = 0.8, 0.08
@@ -40,38 +39,25 @@ async for piece in model.stream_async("Hello, how are you?"):
 #
 # ## Ten calls at once, on the timeline
 #
-# Every call reports its life as events; `first_token` is the one streaming adds. A listener
-# keeps each call's time to first token, and the timeline draws the ten rows.
+# Every call reports its life as events; `first_token` is the one streaming adds. The timeline
+# draws each bar in its two parts, before and after the first token, and its records give each
+# call's time to first token (`ttft`) and token rate.
 
 # %%
-def first_tokens():
-    """A listener keeping each call's time to first token (first_token minus started)."""
-    started, ttft = {}, {}
-
-    def listener(event):
-        if event.kind == "started":
-            started[event.call_id] = event.time
-        elif event.kind == "first_token":
-            ttft[event.call_id] = event.time - started[event.call_id]
-
-    return ttft, listener
-
-
 async def read(prompt: str) -> str:
     return "".join([piece async for piece in model.stream_async(prompt)])
 
 
-ttft, listener = first_tokens()
-with listen(listener), Timeline(title="10 streamed calls at once") as streamed:
+with Timeline(title="10 streamed calls at once") as streamed:
     answers = await asyncio.gather(*[read(f"Question {i}: how are you?") for i in range(10)])
-print(f"first words after {statistics.median(ttft.values()):.2f} s (median), "
+ttft = [r["ttft"] for r in streamed.records()]
+print(f"first words after {streamed.summary()['ttft_median']:.2f} s (median), "
       f"all ten answers complete after {streamed.summary()['wall']:.2f} s")
 
 # %%
 # NBVAL_CHECK_OUTPUT
 print("ten answers, each complete:", len(answers) == 10 and all(a == server.reply for a in answers))
-print("each call saw its first token once, after the server's delay:",
-      len(ttft) == 10 and all(t >= FIRST - 0.01 for t in ttft.values()))
+print("each call's first token came after the server's delay:", all(t >= FIRST - 0.01 for t in ttft))
 
 # %% [markdown]
 # ## Streaming changes when you see words, not when the batch ends
@@ -82,14 +68,14 @@ print("each call saw its first token once, after the server's delay:",
 with Timeline(title="10 calls at once, not streamed") as whole:
     await asyncio.gather(*[model.generate_async(f"Question {i}: how are you?") for i in range(10)])
 print(f"not streamed: the first words (and all the others) after {whole.summary()['wall']:.2f} s")
-print(f"streamed:     the first words after {statistics.median(ttft.values()):.2f} s, "
+print(f"streamed:     the first words after {streamed.summary()['ttft_median']:.2f} s, "
       f"the batch done after {streamed.summary()['wall']:.2f} s")
 
 # %%
 # NBVAL_CHECK_OUTPUT
 walls = streamed.summary()["wall"], whole.summary()["wall"]
 print("the batch ends at about the same time either way:", abs(walls[0] - walls[1]) < 0.3 * walls[1])
-print("streamed, the first words come well before the end:", max(ttft.values()) < 0.8 * walls[0])
+print("streamed, the first words come well before the end:", max(ttft) < 0.8 * walls[0])
 
 # %% [markdown]
 # Ten answers of nine tokens take about 0.8 s + 9 x 80 ms whether or not they stream: the server
@@ -109,8 +95,7 @@ short = "Name a colour."
 fruits = ", ".join(["apple", "banana", "cherry", "plum", "grape"] * 15)
 long = f"Here is a list of fruits: {fruits}. Name a colour."
 
-local_ttft, local_listener = first_tokens()
-with listen(local_listener), Timeline(title="embedded model: a short and a long prompt") as on_cpu:
+with Timeline(title="embedded model: a short and a long prompt") as on_cpu:
     for prompt in (short, long):
         start = time.perf_counter()
         async for piece in local.stream_async(prompt, max_tokens=20, temperature=0):
@@ -119,8 +104,8 @@ with listen(local_listener), Timeline(title="embedded model: a short and a long 
 
 # %%
 # NBVAL_CHECK_OUTPUT
-short_ttft, long_ttft = local_ttft.values()
-print("two streamed local calls, each with a first token:", len(local_ttft) == 2)
+short_ttft, long_ttft = (r["ttft"] for r in on_cpu.records())
+print("two streamed local calls, each with a first token:", None not in (short_ttft, long_ttft))
 print("the long prompt's first token comes later (the prompt is read first):", long_ttft > short_ttft)
 
 # %% [markdown]

@@ -73,6 +73,10 @@ class StreamFault:
     def stall(after: int) -> StreamFault:
         return StreamFault("stall", after)
 
+    @staticmethod
+    def error(after: int) -> StreamFault:  # an error event within the stream, as OpenAI sends one
+        return StreamFault("error", after)
+
 
 class Slow(bytes):
     """A payload to send a few bytes at a time, spread over `seconds`."""
@@ -151,6 +155,11 @@ class FaultServer(DemoServer):
         if fault is not None and index > fault.after:  # index 0 is the role chunk, then one per token
             if fault.kind == "drop":
                 writer.transport.abort()
+                return False
+            if fault.kind == "error":  # the error event ends the body; the stream counts as ended early
+                event = b'data: {"error": {"message": "overloaded"}}\n\n'
+                await super().send_event(writer, answer, index, event, hangup)
+                writer.write(b"0\r\n\r\n")
                 return False
             await hangup  # stall: the connection stays open and nothing more comes, until the client leaves
             return False

@@ -8,7 +8,14 @@ import pytest
 
 from llmnb import ModelCallError
 from llmnb.backends.base import Delta, Generation, Request
-from llmnb.backends.openai import build_request, parse_chunk, parse_response, retry_delay, stream_request
+from llmnb.backends.openai import (
+    build_request,
+    event_data,
+    parse_chunk,
+    parse_response,
+    retry_delay,
+    stream_request,
+)
 from llmnb.structured import target_for
 
 SCHEMA = target_for(list[str]).schema
@@ -61,12 +68,15 @@ def test_streamed_request_asks_for_usage_unless_refused():
     assert stream_request(kwargs, False) == {**kwargs, "stream": True}
 
 
-def test_parse_chunk_reads_text_finish_and_usage():
-    def chunk(content=None, finish=None, usage=None, choices=True):
-        choice = SimpleNamespace(delta=SimpleNamespace(content=content), finish_reason=finish)
-        return SimpleNamespace(choices=[choice] if choices else [], usage=usage)
+def test_events_and_chunks_read_text_finish_and_usage():
+    assert [event_data(line) for line in ("", ": keep-alive", "event: message", "data: [DONE]")] == [None] * 4
+    assert event_data('data: {"choices": []}') == {"choices": []}
 
-    assert parse_chunk(chunk(" word")) == Delta(" word")
-    assert parse_chunk(chunk(finish="stop")) == Delta(finish="stop")
-    counts = SimpleNamespace(prompt_tokens=7, completion_tokens=3)
-    assert parse_chunk(chunk(choices=False, usage=counts)) == Delta(tokens_in=7, tokens_out=3)
+    def chunk(delta, finish=None):
+        return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    assert parse_chunk(chunk({"role": "assistant", "content": ""})) == Delta()
+    assert parse_chunk(chunk({"content": " word"})) == Delta(" word")
+    assert parse_chunk(chunk({}, "length")) == Delta(finish="length")
+    usage = {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}}
+    assert parse_chunk(usage) == Delta(tokens_in=7, tokens_out=3)

@@ -245,3 +245,10 @@ def test_a_thread_with_its_own_system_message_still_gets_the_json_instruction(fa
     assert model.extract(list[str], Thread("You know colours.").user("Name one colour.")) == [fault_server.reply]
     system = fault_server.bodies[-1]["messages"][0]
     assert system["role"] == "system" and system["content"].startswith("You know colours.\nReply with JSON only")
+
+
+def test_an_error_sent_within_the_stream_ends_it_with_the_text_so_far(fault_server):
+    fault_server.script_stream(StreamFault.error(after=2))
+    with pytest.raises(ModelCallError, match="stopped after 2 piece.*overloaded") as info:
+        list(remote(fault_server).stream("Hello"))
+    assert info.value.partial == "".join(tokens(fault_server.reply)[:2]) and fault_server.requests == 1
