@@ -462,3 +462,30 @@ def test_compare_draws_runs_on_one_axis(embedded_model, tmp_path):
     assert set(picture._repr_mimebundle_()) == {"text/plain", "text/html"} and repr(picture) == text
     with pytest.raises(TypeError, match="Timeline objects"):
         Timeline.compare(one, "two")
+
+
+def test_rows_that_waited_for_the_rate_limit_show_their_throttled_phase(tmp_path):
+    from llmnb.demo_server import DemoServer
+
+    with DemoServer(latency=0.05) as server:
+        model = Models.create("openai:demo", base_url=server.base_url, api_key="k", rpm=600)  # 10 a second
+
+        async def main():
+            with Timeline(display=False) as tl:
+                await asyncio.gather(*(model.generate_async(f"call {i}") for i in range(6)))
+            model.close()
+            return tl
+
+        tl = asyncio.run(main())
+    records = tl.records()
+    waited = [r for r in records if r["throttled"] > 0.02]
+    assert len(records) == 6 and all(r["status"] == "done" for r in records)
+    assert len(waited) >= 4  # at 10 a second, most of six calls sent at once wait their turn
+    assert tl.summary()["throttled"] == pytest.approx(sum(r["throttled"] for r in records))
+    root = ET.fromstring(tl.to_svg())
+    striped = [g for g in root.findall(ROWS) if g.find(f"{NS}rect[@class='llmnb-throttled']") is not None]
+    assert len(striped) == len(waited)
+    long_waits = sum(r["throttled"] > 0.06 for r in records)  # several columns of the text form
+    assert sum("~" in line.split("|")[1] for line in tl.to_text().splitlines()[1:7]) >= long_waits >= 2
+    data = json.loads(tl.save_trace(tmp_path / "t.json").read_text())
+    assert sum(e["name"] == "throttled" for e in data["traceEvents"]) >= len(waited)
