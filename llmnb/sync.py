@@ -3,8 +3,8 @@
 Why a private event loop in a daemon thread, for scripts and notebooks alike:
 - In a notebook cell the kernel's loop is already running, so `asyncio.run()` fails ("cannot be
   called from a running event loop") and the cell cannot wait on that loop without returning.
-- nest-asyncio(2) would re-enter the kernel's loop, but measured in a real kernel
-  (shared/notes/jupyter-async.md) its interrupted tasks kept running after the cell ended, and it
+- nest-asyncio(2) would re-enter the kernel's loop, but measured in a real kernel its
+  interrupted tasks kept running after the cell ended, and it
   breaks other libraries (no `current_task()` on 3.14, "Cannot enter into task", hangs).
 - A private loop keeps working on interrupt: KeyboardInterrupt cancels the task there and we wait
   for it to end, so nothing outlives the call. Widget updates still flow while it runs.

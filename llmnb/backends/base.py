@@ -1,4 +1,4 @@
-"""What every backend shares: the request and completion records, the per-loop helper and the
+"""What every backend shares: the request and completion records, one object per event loop and the
 slot/start protocol that reports a call's waiting and running phases."""
 
 from __future__ import annotations

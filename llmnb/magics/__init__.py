@@ -175,7 +175,7 @@ class LlmMagics(Magics):
                 jobs[name] = job(model, spec, fill(spec.prompt, ChainMap({var: item}, self.shell.user_ns)), targets)
         return jobs
 
-    # -- helpers -----------------------------------------------------------------------------
+    # -- the parts ------------------------------------------------------------------------------
     def _options(self, magic: str, line: str):
         try:
             return parse_argstring(getattr(self, magic), line)
