@@ -9,7 +9,8 @@ calls per library (each in a fresh process, in its venv), rounds alternating bet
 medians. Wall time is also given as a ratio to the floor (raw AsyncOpenAI with its default
 httpx client + asyncio.gather), taken within each round; "raw+aiohttp" is the same SDK on its
 aiohttp transport, which llmnb uses by default. SIZES=10,100 (an environment variable) for a
-quick run. A cProfile run at N=100 gives llmnb's own share of the client's time.
+quick run; TIMEOUT (600 s) bounds each run, and a library that does not finish gets that in its
+row. A cProfile run at N=100 gives llmnb's own share of the client's time.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ PYTHONS = {"raw": sys.executable, "raw+aiohttp": sys.executable, "llmnb": sys.ex
            "sibila": str(ENVS / "sibila" / "bin" / "python")}
 SIZES = tuple(int(n) for n in os.environ.get("SIZES", "10,100,1000,5000").split(","))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
+TIMEOUT = float(os.environ.get("TIMEOUT", "600"))  # seconds one library gets for one run
 
 
 def free_port() -> int:
@@ -43,8 +45,11 @@ def free_port() -> int:
 
 
 def run(lib: str, n: int, url: str, *options: str) -> dict:
-    out = subprocess.run([PYTHONS[lib], str(HERE / "peer_runner.py"), lib, str(n), url, *options],
-                         capture_output=True, text=True, timeout=600)
+    try:
+        out = subprocess.run([PYTHONS[lib], str(HERE / "peer_runner.py"), lib, str(n), url, *options],
+                             capture_output=True, text=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return {"lib": lib, "n": n, "error": f"not done within {TIMEOUT:.0f} s"}
     if out.returncode:
         return {"lib": lib, "n": n, "error": out.stderr.strip().splitlines()[-1][:120]}
     return json.loads(out.stdout.strip().splitlines()[-1])
