@@ -124,7 +124,8 @@ def main() -> None:
                                "--per-token", "0.002"], stdout=subprocess.PIPE, text=True)
     server.stdout.readline()  # "serving ..."
     url = f"http://127.0.0.1:{port}/v1"
-    libs = [lib for lib in PYTHONS if Path(PYTHONS[lib]).exists()]
+    chosen = os.environ.get("LIBS", ",".join(PYTHONS)).split(",")  # e.g. LIBS=raw,llmnb for a quick run
+    libs = [lib for lib in PYTHONS if lib in chosen and Path(PYTHONS[lib]).exists()]
     try:
         results: dict[tuple[str, int], list[dict]] = {}
         for _ in range(ROUNDS):
@@ -159,11 +160,11 @@ def main() -> None:
                 lines.append(f"| {lib} | {n} | failed: {results[(lib, n)][0].get('error')} | | | | |")
                 continue
             rs = ratios(lib, n)
-            spread = f"{statistics.median(rs):.3f} ({rs[0]:.2f}-{rs[-1]:.2f})"
+            spread = f"{statistics.median(rs):.3f} ({rs[0]:.2f}-{rs[-1]:.2f})" if rs else "no floor run"
             cpu = med(lib, n, "cpu")
             rss = med(lib, n, "rss_mb")
             lines.append(f"| {lib} | {n} | {wall:.3f} | {spread} | {cpu:.3f} | {cpu / n * 1000:.2f} | {rss:.0f} |")
-        if n in kernel:
+        if n in kernel and floor:
             lines.append(f"| %%llm_parallel in a kernel (cell, execute to idle) | {n} | {kernel[n]:.3f} "
                          f"| {kernel[n] / floor:.3f} (to the floor's median) | | | |")
     imports = [("llmnb", sys.executable, "llmnb"), ("langchain_openai", PYTHONS["langchain"], "langchain_openai"),
