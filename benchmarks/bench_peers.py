@@ -113,6 +113,8 @@ def magic_in_kernel(url: str, n: int, rounds: int) -> float:
 
 
 def version(python: str, dist: str) -> str:
+    if not Path(python).exists():
+        return "missing"
     code = f"import importlib.metadata as m; print(m.version('{dist}'))"
     out = subprocess.run([python, "-c", code], capture_output=True, text=True)
     return out.stdout.strip() or "missing"
