@@ -9,7 +9,8 @@ calls per library (each in a fresh process, in its venv), rounds alternating bet
 medians. Wall time is also given as a ratio to the floor (raw AsyncOpenAI with its default
 httpx client + asyncio.gather), taken within each round; "raw+aiohttp" is the same SDK on its
 aiohttp transport, which llmnb uses by default. SIZES=10,100 (an environment variable) for a
-quick run. A cProfile run at N=100 gives llmnb's own share of the client's time.
+quick run; TIMEOUT (600 s) bounds each run, and a library that does not finish gets that in its
+row. A cProfile run at N=100 gives llmnb's own share of the client's time.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ PYTHONS = {"raw": sys.executable, "raw+aiohttp": sys.executable, "llmnb": sys.ex
            "sibila": str(ENVS / "sibila" / "bin" / "python")}
 SIZES = tuple(int(n) for n in os.environ.get("SIZES", "10,100,1000,5000").split(","))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
+TIMEOUT = float(os.environ.get("TIMEOUT", "600"))  # seconds one library gets for one run
 
 
 def free_port() -> int:
@@ -43,8 +45,11 @@ def free_port() -> int:
 
 
 def run(lib: str, n: int, url: str, *options: str) -> dict:
-    out = subprocess.run([PYTHONS[lib], str(HERE / "peer_runner.py"), lib, str(n), url, *options],
-                         capture_output=True, text=True, timeout=600)
+    try:
+        out = subprocess.run([PYTHONS[lib], str(HERE / "peer_runner.py"), lib, str(n), url, *options],
+                             capture_output=True, text=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return {"lib": lib, "n": n, "error": f"not done within {TIMEOUT:.0f} s"}
     if out.returncode:
         return {"lib": lib, "n": n, "error": out.stderr.strip().splitlines()[-1][:120]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -108,6 +113,8 @@ def magic_in_kernel(url: str, n: int, rounds: int) -> float:
 
 
 def version(python: str, dist: str) -> str:
+    if not Path(python).exists():
+        return "missing"
     code = f"import importlib.metadata as m; print(m.version('{dist}'))"
     out = subprocess.run([python, "-c", code], capture_output=True, text=True)
     return out.stdout.strip() or "missing"
@@ -119,7 +126,8 @@ def main() -> None:
                                "--per-token", "0.002"], stdout=subprocess.PIPE, text=True)
     server.stdout.readline()  # "serving ..."
     url = f"http://127.0.0.1:{port}/v1"
-    libs = [lib for lib in PYTHONS if Path(PYTHONS[lib]).exists()]
+    chosen = os.environ.get("LIBS", ",".join(PYTHONS)).split(",")  # e.g. LIBS=raw,llmnb for a quick run
+    libs = [lib for lib in PYTHONS if lib in chosen and Path(PYTHONS[lib]).exists()]
     try:
         results: dict[tuple[str, int], list[dict]] = {}
         for _ in range(ROUNDS):
@@ -154,11 +162,11 @@ def main() -> None:
                 lines.append(f"| {lib} | {n} | failed: {results[(lib, n)][0].get('error')} | | | | |")
                 continue
             rs = ratios(lib, n)
-            spread = f"{statistics.median(rs):.3f} ({rs[0]:.2f}-{rs[-1]:.2f})"
+            spread = f"{statistics.median(rs):.3f} ({rs[0]:.2f}-{rs[-1]:.2f})" if rs else "no floor run"
             cpu = med(lib, n, "cpu")
             rss = med(lib, n, "rss_mb")
             lines.append(f"| {lib} | {n} | {wall:.3f} | {spread} | {cpu:.3f} | {cpu / n * 1000:.2f} | {rss:.0f} |")
-        if n in kernel:
+        if n in kernel and floor:
             lines.append(f"| %%llm_parallel in a kernel (cell, execute to idle) | {n} | {kernel[n]:.3f} "
                          f"| {kernel[n] / floor:.3f} (to the floor's median) | | | |")
     imports = [("llmnb", sys.executable, "llmnb"), ("langchain_openai", PYTHONS["langchain"], "langchain_openai"),
