@@ -80,7 +80,8 @@ def llmnb_round(model, round_no: int) -> tuple[int, float]:
         # A sampled answer of the 135M model now and then runs on to max_tokens and is cut off
         # (ExtractError): its tokens were generated all the same, so they count.
         with listen(lambda e: e.kind in ("finished", "failed") and tokens.append(e.tokens_out or 0)):
-            return await asyncio.gather(*(model.extract_async(Person, p, seed=i) for i, p in enumerate(prompts(round_no))),
+            calls = (model.extract_async(Person, p, seed=i) for i, p in enumerate(prompts(round_no)))
+            return await asyncio.gather(*calls,
                                         return_exceptions=True)
 
     from llmnb import ExtractError
@@ -103,7 +104,7 @@ def throughput(rounds: int, with_sibila: bool) -> dict:
     runs = {name: [] for name in models}
     if with_sibila:
         runs["sibila LlamaCppModel"] = []
-    for name, model in models.items():
+    for model in models.values():
         llmnb_round(model, 0)  # warm-up, not timed
     for r in range(1, rounds + 1):
         for name, model in models.items():
@@ -147,7 +148,8 @@ def child_sibila(round_no: int, path: str) -> None:
     llama = model._llama
     tokens = sum(len(llama.tokenize(o.text.encode(), add_bos=False)) + 1 for o in outs)
     valid = sum(isinstance(o.value, Person) for o in outs)
-    print(json.dumps({"tokens": tokens, "seconds": seconds, "valid": valid, "format": model.format_name if hasattr(model, "format_name") else None}))
+    chat_format = model.format_name if hasattr(model, "format_name") else None
+    print(json.dumps({"tokens": tokens, "seconds": seconds, "valid": valid, "format": chat_format}))
 
 
 # --- overhead ----------------------------------------------------------------------------------

@@ -57,7 +57,8 @@ def run(lib: str, n: int, url: str, *options: str) -> dict:
 
 def import_time(python: str, module: str, repeat: int = 5) -> float:
     code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
-    return statistics.median(float(subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout)
+    return statistics.median(float(subprocess.run([python, "-c", code], capture_output=True, text=True,
+                                                  check=True).stdout)
                              for _ in range(repeat))
 
 
@@ -148,7 +149,7 @@ def main() -> None:
     def ratios(lib, n):
         """wall / floor within each round (the raw run moments before): the machine's drift
         between rounds cancels out, which a ratio of the two medians does not do."""
-        pairs = zip(results[(lib, n)], results[("raw", n)])
+        pairs = zip(results[(lib, n)], results[("raw", n)], strict=True)
         return sorted(r["wall"] / f["wall"] for r, f in pairs if "wall" in r and "wall" in f)
 
     header = ("| library | N | wall (s) | wall / floor, median of rounds (lowest-highest) | client CPU (s) "
@@ -180,14 +181,16 @@ def main() -> None:
                 f"langchain-openai {version(PYTHONS['langchain'], 'langchain-openai')}, "
                 f"pydantic-ai {version(PYTHONS['pydantic-ai'], 'pydantic-ai-slim')}, "
                 f"sibila {version(PYTHONS['sibila'], 'sibila')}")
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}"
+    python = sys.version.split()[0]
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {python}, {time.strftime('%Y-%m-%d')}"
     report = "\n".join([
         f"Peers, `python benchmarks/bench_peers.py` ({machine}; {versions}; median of {ROUNDS} rounds; server latency"
         " 200 ms + 2 ms per output token, in its own process)", "", *lines, "",
         f"The LangChain guide's ten calls through llmnb on the same server: serial {serial:.2f} s, concurrent "
         f"{concurrent:.2f} s, {serial / concurrent:.1f}x (the guide: 5.77 s against 1.39 s, 4.2x, on OpenAI).", "",
         "Under cProfile (which slows everything, so only the shares count), N=100: llmnb's own code takes "
-        + ", ".join(f"{p['in_llmnb_s'] / p['n'] * 1e6:.0f} us per call ({p['in_llmnb_s'] / p['profiled_s']:.1%} of the client's time)"
+        + ", ".join(f"{p['in_llmnb_s'] / p['n'] * 1e6:.0f} us per call "
+                    f"({p['in_llmnb_s'] / p['profiled_s']:.1%} of the client's time)"
                     f" {'with' if 'timeline' in lib else 'without'} the timeline" for lib, p in profiled.items())
         + "; the rest is the openai SDK, its HTTP transport and asyncio, as for the raw client.", "",
         *import_lines, ""])

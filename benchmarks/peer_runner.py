@@ -25,7 +25,9 @@ async def raw(n, url, aiohttp=False):
     client = openai.AsyncOpenAI(api_key="sk-bench", base_url=url, max_retries=0, timeout=60, http_client=http_client)
 
     async def run(k):
-        return await asyncio.gather(*[client.chat.completions.create(model="demo", messages=[{"role": "user", "content": PROMPT}]) for _ in range(k)])
+        messages = [{"role": "user", "content": PROMPT}]
+        return await asyncio.gather(*[client.chat.completions.create(model="demo", messages=messages)
+                                      for _ in range(k)])
 
     return run
 

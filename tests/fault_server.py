@@ -30,7 +30,7 @@ class Fault:
         return Fault("status", status=status, retry_after=retry_after)
 
     @staticmethod
-    def echo_key(status: int = 401) -> Fault:  # an error whose text repeats the Authorization header, as some servers do
+    def echo_key(status: int = 401) -> Fault:  # an error repeating the Authorization header, as some servers do
         return Fault("echo", status=status)
 
     @staticmethod
@@ -186,7 +186,8 @@ async def resources_left(model) -> tuple[int, int, int, int]:
     if others:
         await asyncio.wait(others, timeout=5)
     fds = os.listdir("/proc/self/fd")
-    sockets = sum(os.readlink(f"/proc/self/fd/{fd}").startswith("socket:") for fd in fds if os.path.exists(f"/proc/self/fd/{fd}"))
+    sockets = sum(os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+                  for fd in fds if os.path.exists(f"/proc/self/fd/{fd}"))
     # asyncio's default executor (name resolution) keeps up to a few idle workers: bounded, not ours
     threads = sum(not t.name.startswith("asyncio_") for t in threading.enumerate())
     return len(asyncio.all_tasks()), threads, len(fds), sockets

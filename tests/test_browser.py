@@ -75,9 +75,10 @@ def lab(tmp_path_factory):
     for name in (SEED, PLAYGROUND):
         shutil.copy(ROOT / "notebooks" / name, work)
     cells = [nbformat.v4.new_code_cell("%load_ext llmnb\nfrom typing import Annotated\nfrom pydantic import Field\n"
-                                       "# a grammar that forces a long answer: the cell is still busy when it is stopped\n"
+                                       "# a grammar that forces a long answer: the cell is still busy when stopped\n"
                                        "LONG = Annotated[list[str], Field(min_length=100)]"),
-             nbformat.v4.new_code_cell(f"%%llm_parallel -o cut\nlist * {INTERRUPTED_TASKS} -> LONG: List sea creatures."),
+             nbformat.v4.new_code_cell(f"%%llm_parallel -o cut\nlist * {INTERRUPTED_TASKS} -> LONG: "
+                                       "List sea creatures."),
              nbformat.v4.new_code_cell('print("next cell ran:", len(cut.cancelled), "cancelled")')]
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -106,7 +107,8 @@ def page(tmp_path):
     """Headless Debian Chromium with a fresh profile."""
     with playwright.sync_playwright() as p:
         context = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
-                                                       headless=True, args=FLAGS, viewport={"width": 1400, "height": 1000})
+                                                       headless=True, args=FLAGS,
+                                                       viewport={"width": 1400, "height": 1000})
         page = context.pages[0] if context.pages else context.new_page()
         page.set_default_timeout(WAIT_MS)
         yield page

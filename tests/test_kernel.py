@@ -102,8 +102,9 @@ def test_magics_run_top_to_bottom(kernel):
 def test_interrupt_cancels_tasks_and_the_next_cell_runs(kernel):
     km, kc = kernel
     run(kc, "import time; _t0 = time.perf_counter()")
-    messages = run(kc, "%%llm_parallel -o cut\nquick ? yes | no: Is the sky blue?\nstory * 3: Write a very long story about the sea.",
-                   interrupt_after=4, km=km)
+    cell = ("%%llm_parallel -o cut\nquick ? yes | no: Is the sky blue?\n"
+            "story * 3: Write a very long story about the sea.")
+    messages = run(kc, cell, interrupt_after=4, km=km)
     errs = errors(messages)
     assert errs and errs[0]["ename"] == "Interrupted"  # one line, not a traceback
     assert errs[0]["traceback"] == [errs[0]["evalue"]] and "cancelled; results kept in cut" in errs[0]["evalue"]
@@ -111,7 +112,8 @@ def test_interrupt_cancels_tasks_and_the_next_cell_runs(kernel):
     assert "cancelled" in final
     start = time.monotonic()
     messages = run(kc, "print(sorted(cut.cancelled), len(cut) + len(cut.cancelled))\n"
-                       "print([t.get_coro().__qualname__ for t in asyncio.all_tasks() if '_parallel' in t.get_coro().__qualname__])",
+                       "print([t.get_coro().__qualname__ for t in asyncio.all_tasks()\n"
+                       "       if '_parallel' in t.get_coro().__qualname__])",
                    timeout=30)
     assert time.monotonic() - start < 10  # the next cell is not blocked
     out = "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream").splitlines()

@@ -212,7 +212,8 @@ def remote(ip, fault_server):
     """`remote` in the shell's namespace: a model on this test's fault server, no retries."""
     from llmnb import Models
 
-    model = ip.user_ns["remote"] = Models.create("openai:test", base_url=fault_server.base_url, api_key=KEY, max_retries=0)
+    model = ip.user_ns["remote"] = Models.create("openai:test", base_url=fault_server.base_url, api_key=KEY,
+                                                 max_retries=0)
     yield model
     model.close()
 

@@ -46,7 +46,8 @@ def test_structured_output_round_trips_with_fallback(llama_server):
     person = model.extract(Person, "Alice is 31 years old.", max_tokens=60)
     assert isinstance(person, Person) and isinstance(person.age, int)
     assert model.backend.schema_mode == "json_object"  # json_schema was refused, JSON mode worked
-    assert model.classify(["spam", "not spam"], "I am a Nigerian prince and will make you very rich!") in ("spam", "not spam")
+    label = model.classify(["spam", "not spam"], "I am a Nigerian prince and will make you very rich!")
+    assert label in ("spam", "not spam")
     names = asyncio.run(model.extract_async(list[str], "Name three colours.", max_tokens=60))
     assert isinstance(names, list) and all(isinstance(n, str) for n in names)
 

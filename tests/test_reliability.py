@@ -78,7 +78,8 @@ def test_a_batch_with_failures_keeps_every_success(fault_server):
 
     async def main():
         with Timeline() as tl:
-            results = await asyncio.gather(*[model.generate_async(f"call {i}") for i in range(6)], return_exceptions=True)
+            calls = [model.generate_async(f"call {i}") for i in range(6)]
+            results = await asyncio.gather(*calls, return_exceptions=True)
         return results, tl
 
     results, tl = asyncio.run(main())

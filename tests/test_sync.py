@@ -61,7 +61,8 @@ def test_interrupt_cancels_the_call_and_waits_for_it(embedded_model, sigint_rais
     assert took < 2, (took, kinds)  # stopped within a few tokens, not after 500 (generous on a busy machine)
     assert [e.kind for e in events][-1] == "cancelled"  # the call ended before generate() returned
     assert sync.private_loop_tasks() == 0
-    assert embedded_model.classify(["spam", "not spam"], "I am a Nigerian prince!", temperature=0) in ("spam", "not spam")
+    label = embedded_model.classify(["spam", "not spam"], "I am a Nigerian prince!", temperature=0)
+    assert label in ("spam", "not spam")
 
 
 def test_simulated_interrupt_is_seen_too(embedded_model, sigint_raises):

@@ -52,13 +52,15 @@ def parse_tasks(body: str) -> list[TaskSpec]:
         if match is None or not match["prompt"].strip():
             entries.append({"name": None, "count": 1, "kind": "generate", "prompt": line.strip()})
             continue
-        entry = {"name": match["name"], "count": int(match["count"] or 1), "prompt": match["prompt"].strip(), "kind": "generate"}
+        entry = {"name": match["name"], "count": int(match["count"] or 1), "prompt": match["prompt"].strip(),
+                 "kind": "generate"}
         if match["type"]:
             entry.update(kind="extract", type_expr=match["type"])
         elif match["labels"]:
             labels = tuple(label.strip() for label in match["labels"].split("|"))
             if len(labels) < 2 or not all(labels):
-                raise ParseError(f"line {number}: give at least two labels separated by |, e.g. `label ? spam | not spam: ...`")
+                raise ParseError(f"line {number}: give at least two labels separated by |, "
+                                 "e.g. `label ? spam | not spam: ...`")
             entry.update(kind="classify", labels=labels)
         if not 1 <= entry["count"] <= MAX_REPEAT:
             raise ParseError(f"line {number}: repeat between 1 and {MAX_REPEAT} times, not {entry['count']}")

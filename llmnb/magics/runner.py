@@ -32,7 +32,8 @@ def rewrite_is_safe(shell) -> bool:
     # not inside a synchronous run_cell, which would try to run the running loop again.
     frame = sys._getframe()
     while frame is not None:
-        if frame.f_code.co_name == "_run_cell" and "shell" in frame.f_code.co_filename.replace("\\", "/").split("/")[-1]:
+        filename = frame.f_code.co_filename.replace("\\", "/").split("/")[-1]
+        if frame.f_code.co_name == "_run_cell" and "shell" in filename:
             return False
         frame = frame.f_back
     return True
@@ -49,7 +50,8 @@ def make_transformer(shell):
             if (first == f"%%{name}" or first.startswith(f"%%{name} ")) and rewrite_is_safe(shell):
                 line = first[len(name) + 2:].strip()
                 body = "".join(lines[1:])
-                return [f"await get_ipython().magics_manager.registry['LlmMagics'].run_async({name!r}, {line!r}, {body!r})\n"]
+                magics = "get_ipython().magics_manager.registry['LlmMagics']"
+                return [f"await {magics}.run_async({name!r}, {line!r}, {body!r})\n"]
         return lines
 
     return transform
