@@ -149,7 +149,7 @@ def main() -> None:
     def ratios(lib, n):
         """wall / floor within each round (the raw run moments before): the machine's drift
         between rounds cancels out, which a ratio of the two medians does not do."""
-        pairs = zip(results[(lib, n)], results[("raw", n)], strict=True)
+        pairs = zip(results[(lib, n)], results[("raw", n)], strict=False)
         return sorted(r["wall"] / f["wall"] for r, f in pairs if "wall" in r and "wall" in f)
 
     header = ("| library | N | wall (s) | wall / floor, median of rounds (lowest-highest) | client CPU (s) "
