@@ -1,4 +1,4 @@
-"""`python -m llmnb [MODEL]`: the seed example in a terminal.
+"""`python -m llmnb [MODEL]`: two LLM tasks at once in a terminal (sibila's async example).
 
 Two tasks run concurrently (extract 20 names, classify a spam message), each printing when it
 begins and ends, as in sibila's async example; then the text timeline of both.
@@ -35,7 +35,7 @@ async def seed_example(model) -> None:
         print("...classify_spam done", secs())
         return label
 
-    with Timeline(title=f"seed example on {model.name}") as timeline:
+    with Timeline(title=f"two tasks at once on {model.name}") as timeline:
         print("as_completed begin---", secs())
         for task in asyncio.as_completed([extract_names(), classify_spam()]):
             print("Result:", await task)

@@ -62,7 +62,7 @@ isinstance(alice, Person), type(alice.age).__name__
 # | `What is the capital of France?` | a bare prompt, named `p1`, `p2`, ... |
 #
 # Results print as each task completes, the live timeline shows every task, and `-o VAR` keeps the
-# results, by task name. The seed's two tasks:
+# results, by task name. The first notebook's two tasks:
 
 # %% tags=["nbval-ignore-output"]
 # %%llm_parallel -o seed

@@ -235,7 +235,7 @@ class Recorder:
 
     def summary(self, now: float) -> dict:
         """Wall time from the first task's creation to the last end, the sum of running times, and
-        their ratio: how many tasks' worth of work ran at once (the seed's 5.77 s / 1.39 s); the
+        their ratio: how many tasks' worth of work ran at once (LangChain's async guide: 5.77 s / 1.39 s); the
         median time to first token (None when no call reported one) and the throttled seconds."""
         with self._lock:
             return self._summary(now)
