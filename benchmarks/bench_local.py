@@ -202,7 +202,7 @@ def server_part() -> str:
         city: str
 
     texts = [f"{n} is {a} years old and lives in {c}." for n, a, c in
-             zip(("Alice", "Bruno", "Chen", "Dana", "Emeka", "Farah", "Goran", "Hana"), range(21, 70, 6),
+             zip(("Alice", "Bruno", "Chen", "Dana", "Emeka", "Farah", "Goran", "Hana"), range(21, 69, 6),
                  ("Paris", "Rome", "Oslo", "Lima", "Lagos", "Cairo", "Zagreb", "Kyoto"), strict=True)]
     with llama_server(embedded_path("smollm2"), default_threads()) as url:
         model = server_model(url)
