@@ -33,6 +33,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+import results_file  # benchmarks/, next to this script
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 SERVER_ENV = HERE / "envs" / "llama-server"
@@ -270,7 +272,7 @@ def main() -> None:
         return child(args.child[0], bool(args.child[1]))
     if not server_binary():
         print("(no llama-server: run bash benchmarks/setup_llama_server.sh first; llmnb figures only)")
-    title = (f"# Local speed\n\nSmolLM2-135M Q4_1, {MAX_TOKENS} greedy tokens per prompt, 8 prompts, "
+    title = (f"SmolLM2-135M Q4_1, {MAX_TOKENS} greedy tokens per prompt, 8 prompts, "
              f"{os.cpu_count()} CPUs. `python benchmarks/bench_local.py --rounds {args.rounds}`\n")
     report = [title]
     if args.part in ("all", "engine"):
@@ -280,9 +282,10 @@ def main() -> None:
     if args.part in ("all", "stream"):
         report.append(stream_part(args.rounds))
     text = "\n\n".join(report) + "\n"
-    print(text)
-    if args.part == "all":
-        (HERE / "results" / "local.md").write_text(text)
+    if args.part == "all":  # the page's prose stays; only its measured part is replaced
+        results_file.publish("local", text)
+    else:
+        print(text)
 
 
 if __name__ == "__main__":
