@@ -223,7 +223,7 @@ def test_answers_match_llama_cpp_python_itself():
     from llmnb.registry import embedded_path
     from llmnb.structured import target_for
 
-    llama = llama_cpp.Llama(str(embedded_path("smollm2")), n_ctx=2048, verbose=False)
+    llama = llama_cpp.Llama(str(embedded_path("smollm2")), n_ctx=2048, flash_attn=True, verbose=False)
     model = Models.create()
     schema = target_for(Person).schema
     grammar = llama_cpp.LlamaGrammar.from_string(schema_to_gbnf(schema), verbose=False)
