@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import cProfile
+import gc
 import json
 import os
 import pstats
@@ -89,6 +90,10 @@ RUNNERS = {"raw": raw, "raw+aiohttp": lambda n, u: raw(n, u, True), "llmnb": llm
 async def main(lib: str, n: int, url: str, profile: bool = False) -> dict:
     run = await RUNNERS[lib](n, url)
     await run(min(n, 10))  # warm up: imports, connections
+    # Every library starts from an empty garbage-collector generation: otherwise a full collection
+    # (0.1-0.15 s here, over the 100,000 objects the imports leave) falls inside some runs and not
+    # others, by the luck of the warm-up's allocation count.
+    gc.collect()
     profiler = cProfile.Profile() if profile else None
     before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from llmnb import ModelCallError
@@ -43,15 +41,17 @@ def test_fallback_puts_schema_in_json_mode_and_system_message():
 
 
 def test_parse_response_reads_text_and_usage():
-    response = SimpleNamespace(
-        choices=[SimpleNamespace(message=SimpleNamespace(content="hello"), finish_reason="length")],
-        usage=SimpleNamespace(prompt_tokens=5, completion_tokens=2),
-    )
-    completion = parse_response(response)
+    body = {"choices": [{"message": {"content": "hello"}, "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 2}}
+    completion = parse_response(body)
     assert (completion.text, completion.tokens_in, completion.tokens_out) == ("hello", 5, 2)
     assert completion.finish == "length"
-    with pytest.raises(ModelCallError, match="no choices"):
-        parse_response(SimpleNamespace(choices=[], usage=None))
+    # a server that sends no usage and a null content (a refusal or a tool call)
+    bare = parse_response({"choices": [{"message": {"content": None}, "finish_reason": "stop"}]})
+    assert (bare.text, bare.tokens_in, bare.tokens_out, bare.finish) == ("", None, None, "stop")
+    for empty in ({"choices": [], "usage": None}, {"error": "no such model"}, ["not", "an", "object"]):
+        with pytest.raises(ModelCallError, match="no choices"):
+            parse_response(empty)
 
 
 def test_retry_delay_honours_retry_after_and_backs_off():
