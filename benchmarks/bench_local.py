@@ -4,12 +4,14 @@
     python benchmarks/bench_local.py            # everything, about 6 minutes on 2 cores
     python benchmarks/bench_local.py --part engine --rounds 3 --before ../llmnb-old
 
-1. engine: the same 8 greedy 48-token prompts, one at a time and 8 at once, through llmnb's
-   embedded model (parallel=1 and parallel=8) and through `llama-server -np 8 -t T` (reached with
-   llmnb's OpenAI path, `Models.create("openai:...", base_url=...)`), for T = 1 and 2 threads.
-   The cells alternate round by round in one run; the ratio is the median of the per-round
-   ratios. `--before DIR` adds the same llmnb cells run from another checkout of llmnb (a child
-   process per round), to compare two versions of the decode loop.
+1. engine: the same 8 greedy 48-token prompts (new ones each round, see new_prompts), one at a
+   time and 8 at once, through llmnb's embedded model (parallel=1 and parallel=8), through
+   `llama-server -np 8 -t T` (reached with llmnb's OpenAI path, `Models.create("openai:...",
+   base_url=...)`) and through a bare decode loop over the same llama.cpp context (raw_decode, the
+   ceiling), for T = 1 and 2 threads. The cells alternate round by round in one run; each ratio
+   is the median of the per-round ratios. `--before DIR` adds the same llmnb cells run from
+   another checkout of llmnb (a child process per round), to compare two versions of the decode
+   loop.
 2. server: the OpenAI path against llama-server: structured output (`extract` sends the JSON
    schema as `response_format: json_schema`) and how far 8 concurrent calls overlap.
 3. stream: the engine streaming 8 sequences at once against the same 8 calls not streamed.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import socket
@@ -39,16 +42,24 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 SERVER_ENV = HERE / "envs" / "llama-server"
 MAX_TOKENS = 48
-PROMPTS = [f"Write a long story about {w}." for w in
-           ("a lighthouse keeper", "a fox in the snow", "an old violin", "a storm at sea",
-            "a robot gardener", "a lost kitten", "a mountain village", "a night train")]
+SUBJECTS = ("a lighthouse keeper", "a fox in the snow", "an old violin", "a storm at sea",
+            "a robot gardener", "a lost kitten", "a mountain village", "a night train")
+PROMPTS = [f"Write a long story about {w}." for w in SUBJECTS]
+
+
+def new_prompts(part: int) -> list[str]:
+    """The 8 prompts, made new for each timed run. llama-server keeps the last prompt of each of its
+    8 slots and sends a repeated prompt to the slot holding it, so in a second round with the same
+    prompts it would skip reading them, which a user's new prompts never allow. Both sides still
+    reuse the chat template's shared start."""
+    return [f"Write a long story about {w}, part {part}." for w in SUBJECTS]
 
 
 def count_tokens(events: list) -> int:
     return sum(e.tokens_out or 0 for e in events if e.kind == "finished")
 
 
-async def run_prompts(model, together: bool) -> tuple[int, float]:
+async def run_prompts(model, together: bool, prompts: list[str] = PROMPTS) -> tuple[int, float]:
     """(generated tokens, seconds, CPU seconds of this process) for the 8 prompts, one at a time or
     all at once. The CPU time (every thread: the loop, the engine, llama.cpp's) is the cost of the
     tokens whatever else the machine runs; the wall time is what a user waits."""
@@ -58,9 +69,9 @@ async def run_prompts(model, together: bool) -> tuple[int, float]:
     start, cpu = time.perf_counter(), time.process_time()
     with listen(events.append):
         if together:
-            await asyncio.gather(*(model.generate_async(p, max_tokens=MAX_TOKENS, temperature=0) for p in PROMPTS))
+            await asyncio.gather(*(model.generate_async(p, max_tokens=MAX_TOKENS, temperature=0) for p in prompts))
         else:
-            for p in PROMPTS:
+            for p in prompts:
                 await model.generate_async(p, max_tokens=MAX_TOKENS, temperature=0)
     return count_tokens(events), time.perf_counter() - start, time.process_time() - cpu
 
@@ -109,32 +120,70 @@ def server_model(base_url: str):
     return Models.create("openai:smollm2", base_url=base_url, max_concurrency=8, max_retries=0, timeout=300)
 
 
+# --- the ceiling: llama.cpp's decode with nothing around it --------------------------------------------
+def raw_decode(lc, prompts: list[str], together: bool) -> tuple[int, float, float]:
+    """The prompts decoded greedily through the bare llama.cpp context (the one llmnb's engine
+    makes, with its settings): all 8 as one batch per step, or one after another; the highest
+    logit taken, no sampler, no end-of-text stop, no event loop. The rate llmnb's engine can reach
+    at most on this machine; (tokens, seconds, CPU seconds) as run_prompts."""
+    start, cpu = time.perf_counter(), time.process_time()
+    tokens = [lc.prompt_tokens([{"role": "user", "content": p}]) for p in prompts]
+    for group in ([range(len(prompts))] if together else [[i] for i in range(len(prompts))]):
+        for seq in range(lc.n_seq):
+            lc.forget(seq)
+        items, last = [], []
+        for seq, i in enumerate(group):
+            items += [(token, pos, seq, pos == len(tokens[i]) - 1) for pos, token in enumerate(tokens[i])]
+            last.append(len(items) - 1)
+        for step in range(MAX_TOKENS):
+            if lc.decode(items) != 0:
+                raise SystemExit("llama_decode failed in the raw decode loop")
+            items = [(lc.best(row), len(tokens[i]) + step, seq, True)
+                     for seq, (i, row) in enumerate(zip(group, last, strict=True))]
+            last = list(range(len(items)))
+    return len(prompts) * MAX_TOKENS, time.perf_counter() - start, time.process_time() - cpu
+
+
+def raw_context(threads: int, together: bool):
+    from llmnb.backends.batched_llama import LlamaContext
+    from llmnb.backends.local import import_llama_cpp
+    from llmnb.registry import embedded_path
+
+    return LlamaContext(import_llama_cpp(), embedded_path("smollm2"), n_seq=8 if together else 1, n_ctx_seq=2048,
+                        n_threads=threads)
+
+
 # --- part 1: engine against llama-server ---------------------------------------------------------------
 def engine_part(rounds: int, threads: list[int], before: Path | None) -> list[dict]:
     from llmnb import Models
     from llmnb.registry import embedded_path
 
     gguf = embedded_path("smollm2")
-    rows = []
+    rows, parts = [], itertools.count(1)
     for t in threads:
         llmnb = {False: Models.create("llamacpp:smollm2", parallel=1, n_threads=t),
                  True: Models.create("llamacpp:smollm2", parallel=8, n_threads=t)}
         with llama_server(gguf, t) if server_binary() else _none() as url:
             server = server_model(url) if url else None
             for together in (False, True):
-                runs = {"llmnb": [], "server": [], "before": []}
-                asyncio.run(run_prompts(llmnb[together], together))  # warm-up, not timed
+                runs = {"llmnb": [], "server": [], "before": [], "raw": []}
+                raw = raw_context(t, together)
+                raw_decode(raw, PROMPTS, together)  # warm-up, not timed
+                asyncio.run(run_prompts(llmnb[together], together))
                 if server:
                     asyncio.run(run_prompts(server, together))
                 for r in range(rounds):
-                    runs["llmnb"].append(asyncio.run(run_prompts(llmnb[together], together)))
+                    prompts = new_prompts(next(parts))
+                    runs["raw"].append(raw_decode(raw, prompts, together))
+                    runs["llmnb"].append(asyncio.run(run_prompts(llmnb[together], together, prompts)))
                     if server:
-                        runs["server"].append(asyncio.run(run_prompts(server, together)))
+                        runs["server"].append(asyncio.run(run_prompts(server, together, prompts)))
                     if before:
                         runs["before"].append(child_round(before, t, together))
                     print(f"  T={t} {'8 at once' if together else 'one at a time'} round {r + 1}: "
                           + ", ".join(f"{k} {rate(v[-1]):.1f} tok/s" for k, v in runs.items() if v),
                           flush=True)
+                raw.close()
                 rows.append({"threads": t, "together": together, **runs})
         for model in llmnb.values():
             model.close()
@@ -172,19 +221,27 @@ def cpu_ms(runs: list[tuple]) -> str:
     return f"{statistics.median(1000 * r[2] / r[0] for r in runs):.1f}"
 
 
+def ratio_cell(runs: list[tuple], references: list[tuple]) -> str:
+    """The median of the per-round ratios of tokens/s, with the lowest and highest."""
+    ratios = [rate(a) / rate(b) for a, b in zip(runs, references, strict=True)]
+    return f"{100 * statistics.median(ratios):.0f} % ({100 * min(ratios):.0f}-{100 * max(ratios):.0f})"
+
+
 def engine_report(rows: list[dict]) -> str:
     before = any(r["before"] for r in rows)
     head = ["tokens/s, median of rounds", "llama-server -np 8", "llmnb embedded", "llmnb / server",
-            "llmnb CPU ms/token"] + (["before: tokens/s", "before: CPU ms/token"] if before else [])
+            "raw decode", "llmnb / raw", "llmnb CPU ms/token"] + (
+        ["before: tokens/s", "before: CPU ms/token"] if before else [])
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for row in rows:
         mode = "8 at once (parallel=8)" if row["together"] else "one at a time (parallel=1)"
         cells = [f"{row['threads']} thread{'s' if row['threads'] > 1 else ''}, {mode}", "-",
-                 f"{statistics.median(rate(x) for x in row['llmnb']):.1f}", "-", cpu_ms(row["llmnb"])]
+                 f"{statistics.median(rate(x) for x in row['llmnb']):.1f}", "-",
+                 f"{statistics.median(rate(x) for x in row['raw']):.1f}", ratio_cell(row["llmnb"], row["raw"]),
+                 cpu_ms(row["llmnb"])]
         if row["server"]:
-            ratios = [rate(a) / rate(b) for a, b in zip(row["llmnb"], row["server"], strict=True)]
             cells[1] = f"{statistics.median(rate(x) for x in row['server']):.1f}"
-            cells[3] = f"{100 * statistics.median(ratios):.0f} % ({100 * min(ratios):.0f}-{100 * max(ratios):.0f})"
+            cells[3] = ratio_cell(row["llmnb"], row["server"])
         if before:
             cells += [f"{statistics.median(rate(x) for x in row['before']):.1f}", cpu_ms(row["before"])]
         lines.append("| " + " | ".join(cells) + " |")
