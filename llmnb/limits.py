@@ -43,15 +43,15 @@ def parse_duration(text: str | None) -> float | None:
     return sum(float(n) * UNITS[u or None] for n, u in parts)
 
 
-def estimate_tokens(kwargs: Mapping[str, Any]) -> int:
-    """Tokens a request (the keyword arguments of `chat.completions.create`) may use, before it is
+def estimate_tokens(body: Mapping[str, Any]) -> int:
+    """Tokens a request (its JSON body, as `build_request` makes it) may use, before it is
     sent: its text at about 4 characters a token (as OpenAI's guide counts English) plus what it
     may generate (`max_tokens`, as OpenAI's own limiter counts it). Corrected after the answer by
     the usage it reports (`RateLimits.settle`)."""
-    chars = sum(len(str(m.get("content") or "")) + 16 for m in kwargs.get("messages", ()))  # + the role's tokens
-    if kwargs.get("response_format"):
-        chars += len(str(kwargs["response_format"]))
-    return chars // 4 + 1 + (kwargs.get("max_tokens") or 0)
+    chars = sum(len(str(m.get("content") or "")) + 16 for m in body.get("messages", ()))  # + the role's tokens
+    if body.get("response_format"):
+        chars += len(str(body["response_format"]))
+    return chars // 4 + 1 + (body.get("max_tokens") or 0)
 
 
 def bucket(per_minute: float) -> AsyncLimiter:

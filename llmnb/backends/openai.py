@@ -54,18 +54,18 @@ def build_request(model: str, request: Request, schema_mode: str) -> dict[str, A
     servers without them: JSON mode, with the schema both in the system message (so any model
     knows the shape) and in `response_format` (which llama.cpp's server uses as a grammar).
     """
-    kwargs: dict[str, Any] = {"model": model, "messages": list(request.messages)}
-    kwargs.update({k: v for k, v in vars(request.gen).items() if v is not None})
+    body: dict[str, Any] = {"model": model, "messages": list(request.messages)}
+    body.update({k: v for k, v in vars(request.gen).items() if v is not None})
     if request.schema is not None:
         if schema_mode == "json_schema":
-            kwargs["response_format"] = {
+            body["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "output", "schema": request.schema, "strict": False},
             }
         else:
-            kwargs["response_format"] = {"type": "json_object", "schema": request.schema}
-            kwargs["messages"] = with_schema_instruction(kwargs["messages"], request.schema)
-    return kwargs
+            body["response_format"] = {"type": "json_object", "schema": request.schema}
+            body["messages"] = with_schema_instruction(body["messages"], request.schema)
+    return body
 
 
 def with_schema_instruction(messages: list[dict], schema: dict) -> list[dict]:
@@ -95,9 +95,9 @@ def never(error: Exception) -> bool:
     return False
 
 
-def stream_request(kwargs: dict[str, Any], usage: bool) -> dict[str, Any]:
-    """`kwargs` for a streamed request; with `usage` the last chunk carries the token counts."""
-    return {**kwargs, "stream": True, **({"stream_options": {"include_usage": True}} if usage else {})}
+def stream_request(body: dict[str, Any], usage: bool) -> dict[str, Any]:
+    """`body` for a streamed request; with `usage` the last chunk carries the token counts."""
+    return {**body, "stream": True, **({"stream_options": {"include_usage": True}} if usage else {})}
 
 
 @dataclass(frozen=True)
@@ -348,9 +348,9 @@ class OpenAIBackend(Backend):
     async def _complete_in_mode(self, request: Request, call: Call) -> Completion:
         """The structured-output layer: which `response_format` a request is sent with."""
         def send(mode: str, give_up: Callable[[Exception], bool]) -> Awaitable[Completion]:
-            kwargs = build_request(self.model, request, mode)
-            tokens = estimate_tokens(kwargs)
-            return self._retrying(lambda: self._send_once(kwargs, tokens), give_up, call, tokens)
+            body = build_request(self.model, request, mode)
+            tokens = estimate_tokens(body)
+            return self._retrying(lambda: self._send_once(body, tokens), give_up, call, tokens)
 
         if request.schema is None:
             return await send("json_schema", never)
@@ -360,13 +360,13 @@ class OpenAIBackend(Backend):
         sent = 0
 
         def send(usage: bool, give_up: Callable[[Exception], bool]) -> Awaitable[tuple[Opened, Delta]]:
-            kwargs = stream_request(build_request(self.model, request, "json_schema"), usage)
-            tokens = estimate_tokens(kwargs)
+            body = stream_request(build_request(self.model, request, "json_schema"), usage)
+            tokens = estimate_tokens(body)
 
             def attempt() -> Awaitable[tuple[Opened, Delta]]:
                 nonlocal sent
                 sent += 1
-                return self._open_stream(kwargs)
+                return self._open_stream(body)
 
             return self._retrying(attempt, give_up, call, tokens)
 
@@ -444,19 +444,19 @@ class OpenAIBackend(Backend):
             else:
                 await asyncio.sleep(retry_delay(attempts, failure.retry_after))
 
-    async def _send_once(self, kwargs: dict[str, Any], tokens: int) -> Completion:
+    async def _send_once(self, body: dict[str, Any], tokens: int) -> Completion:
         """One request, bounded by the timeout as a whole (a body that trickles in counts too). The
         answer's headers tell the rate limits the server's, its usage the tokens it really took."""
         client = await self._clients.get()
         async with asyncio.timeout(self.timeout):
-            response = await client.post(CHAT_PATH, cast_to=self._http_response, body=kwargs)
+            response = await client.post(CHAT_PATH, cast_to=self._http_response, body=body)
         self.limits.observe(response.headers)
         completion = parse_response(response.json())
         self.limits.settle(tokens, None if completion.tokens_in is None else
                            completion.tokens_in + (completion.tokens_out or 0))
         return completion
 
-    async def _open_stream(self, kwargs: dict[str, Any]) -> tuple[Opened, Delta]:
+    async def _open_stream(self, body: dict[str, Any]) -> tuple[Opened, Delta]:
         """One streamed request, read up to its first piece of text (or its end), within the
         timeout: until then nothing reached the caller, so a failure may still be retried."""
         client = await self._clients.get()
@@ -464,7 +464,7 @@ class OpenAIBackend(Backend):
         try:
             async with asyncio.timeout(self.timeout):
                 # The HTTP response, its body not read yet; Opened.close() closes it.
-                response = await client.post(CHAT_PATH, cast_to=self._http_response, body=kwargs, stream=True)
+                response = await client.post(CHAT_PATH, cast_to=self._http_response, body=body, stream=True)
                 self.limits.observe(response.headers)
                 opened = Opened(response, self._deltas(response))
                 async for delta in opened.deltas:
