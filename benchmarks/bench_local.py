@@ -122,18 +122,20 @@ def server_model(base_url: str):
 
 # --- the ceiling: llama.cpp's decode with nothing around it --------------------------------------------
 def raw_decode(lc, prompts: list[str], together: bool) -> tuple[int, float, float]:
-    """The prompts decoded greedily through the bare llama.cpp context (the one llmnb's engine
-    makes, with its settings): all 8 as one batch per step, or one after another; the highest
-    logit taken, no sampler, no end-of-text stop, no event loop. The rate llmnb's engine can reach
-    at most on this machine; (tokens, seconds, CPU seconds) as run_prompts."""
+    """The prompts decoded greedily through a bare llama.cpp context made as llmnb's engine makes
+    its own (raw_context): all 8 as one batch per step, or one after another; the highest logit
+    taken, no sampler, no end-of-text stop, no event loop. Every sequence keeps the prompts'
+    shared start in its cache, as the engine's sequences do. The rate llmnb's engine can reach at
+    most on this machine; (tokens, seconds, CPU seconds) as run_prompts."""
     start, cpu = time.perf_counter(), time.process_time()
     tokens = [lc.prompt_tokens([{"role": "user", "content": p}]) for p in prompts]
+    assert all(t[:len(lc.shared)] == lc.shared for t in tokens), "the prompts must share raw_context's start"
     for group in ([range(len(prompts))] if together else [[i] for i in range(len(prompts))]):
-        for seq in range(lc.n_seq):
-            lc.forget(seq)
         items, last = [], []
         for seq, i in enumerate(group):
-            items += [(token, pos, seq, pos == len(tokens[i]) - 1) for pos, token in enumerate(tokens[i])]
+            lc.forget(seq, len(lc.shared))
+            items += [(token, pos, seq, pos == len(tokens[i]) - 1)
+                      for pos, token in enumerate(tokens[i]) if pos >= len(lc.shared)]
             last.append(len(items) - 1)
         for step in range(MAX_TOKENS):
             if lc.decode(items) != 0:
@@ -144,13 +146,24 @@ def raw_decode(lc, prompts: list[str], together: bool) -> tuple[int, float, floa
     return len(prompts) * MAX_TOKENS, time.perf_counter() - start, time.process_time() - cpu
 
 
+def common_start(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
 def raw_context(threads: int, together: bool):
+    """A llama.cpp context with llmnb's settings, each sequence holding the prompts' shared start
+    (the chat template and "Write a long story about") in its cache, `shared`."""
     from llmnb.backends.batched_llama import LlamaContext
     from llmnb.backends.local import import_llama_cpp
     from llmnb.registry import embedded_path
 
-    return LlamaContext(import_llama_cpp(), embedded_path("smollm2"), n_seq=8 if together else 1, n_ctx_seq=2048,
-                        n_threads=threads)
+    lc = LlamaContext(import_llama_cpp(), embedded_path("smollm2"), n_seq=8 if together else 1, n_ctx_seq=2048,
+                      n_threads=threads)
+    tokens = [lc.prompt_tokens([{"role": "user", "content": p}]) for p in PROMPTS]
+    lc.shared = tokens[0][:min(common_start(tokens[0], t) for t in tokens[1:])]
+    if lc.decode([(token, pos, seq, False) for seq in range(lc.n_seq) for pos, token in enumerate(lc.shared)]):
+        raise SystemExit("llama_decode failed on the prompts' shared start")
+    return lc
 
 
 # --- part 1: engine against llama-server ---------------------------------------------------------------
