@@ -166,7 +166,9 @@ def main() -> None:
             spread = f"{statistics.median(rs):.3f} ({rs[0]:.2f}-{rs[-1]:.2f})" if rs else "no floor run"
             cpu = med(lib, n, "cpu")
             rss = med(lib, n, "rss_mb")
-            lines.append(f"| {lib} | {n} | {wall:.3f} | {spread} | {cpu:.3f} | {cpu / n * 1000:.2f} | {rss:.0f} |")
+            failed = [r["error"] for r in results[(lib, n)] if "error" in r]
+            name = f"{lib} ({len(failed)} of {len(results[(lib, n)])} runs failed: {failed[0]})" if failed else lib
+            lines.append(f"| {name} | {n} | {wall:.3f} | {spread} | {cpu:.3f} | {cpu / n * 1000:.2f} | {rss:.0f} |")
         if n in kernel and floor:
             lines.append(f"| %%llm_parallel in a kernel (cell, execute to idle) | {n} | {kernel[n]:.3f} "
                          f"| {kernel[n] / floor:.3f} (to the floor's median) | | | |")
