@@ -53,6 +53,9 @@ class Model:
         self.backend = backend
         self.name = backend.name
         self.defaults = defaults or Generation()  # Models.create(temperature=...): under each call's own settings
+        # pydantic builds its schema machinery at its first use (0.15 s): here, with the model,
+        # rather than on the event loop at the first extract or classify, blocking every task.
+        target_for(str)
 
     def __repr__(self) -> str:
         return f"<llmnb.Model {self.name}>"

@@ -5,6 +5,10 @@ from __future__ import annotations
 import functools
 import json
 
+# Imported with the module (that is, when a local model is made): the first import takes about
+# 0.3 s, which at the first structured call would hold the GIL while the event loop waits.
+from llama_cpp.llama_grammar import json_schema_to_gbnf
+
 # llama-cpp-python's converter lets raw control characters (a newline, say) into JSON strings,
 # which no JSON parser accepts; llama.cpp's own converter excludes them. Narrow the rule so
 # the model must close the string or escape the character instead.
@@ -14,8 +18,6 @@ JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F]'
 
 @functools.lru_cache(maxsize=128)
 def _gbnf(schema_json: str) -> str:
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
     return json_schema_to_gbnf(schema_json).replace(LOOSE_CHAR, JSON_CHAR)
 
 
