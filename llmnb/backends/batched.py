@@ -33,7 +33,7 @@ from ..errors import ConfigError, ModelCallError
 from ..events import Call
 from .base import Backend, Completion, Delta, PerLoop, Request, join
 from .batched_llama import LlamaContext, SequenceSampler
-from .grammar import schema_to_gbnf
+from .grammar import converter, schema_to_gbnf
 from .local import LOCAL_DEFAULTS, REPEAT_PENALTY, import_llama_cpp, reusable
 
 MAX_PARALLEL = 64
@@ -324,6 +324,7 @@ class BatchedBackend(Backend):
         self.parallel = parallel
         self.timeout = timeout
         lc = LlamaContext(import_llama_cpp(), self.path, n_seq=parallel, n_ctx_seq=n_ctx, n_threads=n_threads)
+        converter()  # loaded now, not at the first structured call (see there)
         self.n_ctx = lc.n_ctx_seq
         self._engine = Engine(lc, name)
         self._slots = PerLoop(lambda: asyncio.Semaphore(parallel))
