@@ -146,13 +146,10 @@ def raw_decode(lc, prompts: list[str], together: bool) -> tuple[int, float, floa
     return len(prompts) * MAX_TOKENS, time.perf_counter() - start, time.process_time() - cpu
 
 
-def common_start(a: list[int], b: list[int]) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-
-
 def raw_context(threads: int, together: bool):
     """A llama.cpp context with llmnb's settings, each sequence holding the prompts' shared start
     (the chat template and "Write a long story about") in its cache, `shared`."""
+    from llmnb.backends.batched import _common_prefix
     from llmnb.backends.batched_llama import LlamaContext
     from llmnb.backends.local import import_llama_cpp
     from llmnb.registry import embedded_path
@@ -160,7 +157,7 @@ def raw_context(threads: int, together: bool):
     lc = LlamaContext(import_llama_cpp(), embedded_path("smollm2"), n_seq=8 if together else 1, n_ctx_seq=2048,
                       n_threads=threads)
     tokens = [lc.prompt_tokens([{"role": "user", "content": p}]) for p in PROMPTS]
-    lc.shared = tokens[0][:min(common_start(tokens[0], t) for t in tokens[1:])]
+    lc.shared = tokens[0][:min(_common_prefix(tokens[0], t) for t in tokens[1:])]
     if lc.decode([(token, pos, seq, False) for seq in range(lc.n_seq) for pos, token in enumerate(lc.shared)]):
         raise SystemExit("llama_decode failed on the prompts' shared start")
     return lc

@@ -21,8 +21,8 @@ from ..errors import ConfigError, ModelCallError
 # chain (see SequenceSampler), so a seed gives the answer llama-cpp-python's `Llama` gives.
 TOP_K, TOP_P, MIN_P, TYPICAL_P = 40, 0.95, 0.05, 1.0
 PENALTY_LAST_N = 64  # Llama(last_n_tokens_size=64)
-# Flash attention where llama.cpp supports it, as llama-server chooses: on a CPU it makes each decode
-# step 10-15 % faster (benchmarks/results/local.md)
+# Flash attention where llama.cpp supports it, as llama-server chooses: on this project's 2-core
+# CPU it generated 3-28 % more tokens a second (benchmarks/results/local.md)
 FLASH_ATTN = -1  # LLAMA_FLASH_ATTN_TYPE_AUTO
 TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
 # The samplers see the tokens whose logits are within this much of the highest first (a few dozen
