@@ -124,42 +124,43 @@ def server_model(base_url: str):
 def raw_decode(lc, prompts: list[str], together: bool) -> tuple[int, float, float]:
     """The prompts decoded greedily through a bare llama.cpp context made as llmnb's engine makes
     its own (raw_context): all 8 as one batch per step, or one after another; the highest logit
-    taken, no sampler, no end-of-text stop, no event loop. Every sequence keeps the prompts'
-    shared start in its cache, as the engine's sequences do. The rate llmnb's engine can reach at
+    taken, no sampler, no end-of-text stop, no event loop. Prompt i goes to sequence i, which
+    still holds the last prompt it read, and reads only what is new, within llmnb's FRESH_TAIL:
+    what llama-server's 8 slots and llmnb's kept prompts save. The rate llmnb's engine can reach at
     most on this machine; (tokens, seconds, CPU seconds) as run_prompts."""
+    from llmnb.backends.local import reusable
+    from llmnb.backends.prompt_cache import common_prefix
+
     start, cpu = time.perf_counter(), time.process_time()
     tokens = [lc.prompt_tokens([{"role": "user", "content": p}]) for p in prompts]
-    assert all(t[:len(lc.shared)] == lc.shared for t in tokens), "the prompts must share raw_context's start"
     for group in ([range(len(prompts))] if together else [[i] for i in range(len(prompts))]):
         items, last = [], []
-        for seq, i in enumerate(group):
-            lc.forget(seq, len(lc.shared))
-            items += [(token, pos, seq, pos == len(tokens[i]) - 1)
-                      for pos, token in enumerate(tokens[i]) if pos >= len(lc.shared)]
+        for seq in group:
+            keep = min(common_prefix(lc.held[seq], tokens[seq]), reusable(len(tokens[seq])))
+            lc.forget(seq, keep)
+            lc.held[seq] = tokens[seq]
+            items += [(token, pos, seq, pos == len(tokens[seq]) - 1)
+                      for pos, token in enumerate(tokens[seq]) if pos >= keep]
             last.append(len(items) - 1)
         for step in range(MAX_TOKENS):
             if lc.decode(items) != 0:
                 raise SystemExit("llama_decode failed in the raw decode loop")
-            items = [(lc.best(row), len(tokens[i]) + step, seq, True)
-                     for seq, (i, row) in enumerate(zip(group, last, strict=True))]
+            items = [(lc.best(row), len(tokens[seq]) + step, seq, True)
+                     for seq, row in zip(group, last, strict=True)]
             last = list(range(len(items)))
     return len(prompts) * MAX_TOKENS, time.perf_counter() - start, time.process_time() - cpu
 
 
-def raw_context(threads: int, together: bool):
-    """A llama.cpp context with llmnb's settings, each sequence holding the prompts' shared start
-    (the chat template and "Write a long story about") in its cache, `shared`."""
-    from llmnb.backends.batched import _common_prefix
+def raw_context(threads: int):
+    """A llama.cpp context with llmnb's settings and 8 sequences, one per prompt; `held[i]`, the
+    tokens whose cells sequence i holds."""
     from llmnb.backends.batched_llama import LlamaContext
     from llmnb.backends.local import import_llama_cpp
     from llmnb.registry import embedded_path
 
-    lc = LlamaContext(import_llama_cpp(), embedded_path("smollm2"), n_seq=8 if together else 1, n_ctx_seq=2048,
+    lc = LlamaContext(import_llama_cpp(), embedded_path("smollm2"), n_seq=len(PROMPTS), n_ctx_seq=2048,
                       n_threads=threads)
-    tokens = [lc.prompt_tokens([{"role": "user", "content": p}]) for p in PROMPTS]
-    lc.shared = tokens[0][:min(_common_prefix(tokens[0], t) for t in tokens[1:])]
-    if lc.decode([(token, pos, seq, False) for seq in range(lc.n_seq) for pos, token in enumerate(lc.shared)]):
-        raise SystemExit("llama_decode failed on the prompts' shared start")
+    lc.held = [[] for _ in PROMPTS]
     return lc
 
 
@@ -177,7 +178,7 @@ def engine_part(rounds: int, threads: list[int], before: Path | None) -> list[di
             server = server_model(url) if url else None
             for together in (False, True):
                 runs = {"llmnb": [], "server": [], "before": [], "raw": []}
-                raw = raw_context(t, together)
+                raw = raw_context(t)
                 raw_decode(raw, PROMPTS, together)  # warm-up, not timed
                 asyncio.run(run_prompts(llmnb[together], together))
                 if server:

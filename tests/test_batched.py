@@ -280,3 +280,66 @@ def test_a_dropped_batched_model_stops_its_engine_thread():
     while engines() > before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert engines() == before
+
+
+def record_reads(model) -> list[int]:
+    """How many items each llama_decode of the engine holds from now on (a prompt read in one
+    step, then one item a step for the answer, when tasks run one at a time)."""
+    lc, sizes = model.backend._engine.lc, []
+    decode = lc.decode
+
+    def recording(items):
+        sizes.append(len(items))
+        return decode(items)
+
+    lc.decode = recording
+    return sizes
+
+
+def test_a_prompt_read_before_others_is_put_back_not_read_again(sequential):
+    """One task at a time, three long prompts taking turns: from the second round on, each
+    prompt's cells come back from memory and only its last FRESH_TAIL tokens are read, and the
+    answers stay those of the first round (an empty cache's)."""
+    from llmnb.backends.local import FRESH_TAIL
+
+    topics = ("the sea", "a forest", "a city")
+    prompts = [f"Here are my notes on {t}: " + " ".join(f"Note {i}: {t} matters for reason {i}." for i in range(30))
+               + " Summarise them." for t in topics]
+    sizes = record_reads(sequential)
+    rounds = []
+    for _ in range(3):
+        answers, reads = [], []
+        for p in prompts:
+            del sizes[:]
+            answers.append(sequential.generate(p, max_tokens=4, temperature=0))
+            reads.append(sizes[0])
+        rounds.append((answers, reads))
+    (first, first_reads), *later = rounds
+    assert all(n > 300 for n in first_reads)  # the shared chat template aside, read in full
+    for answers, reads in later:
+        assert reads == [FRESH_TAIL] * len(prompts)
+        assert answers == first
+    assert len(sequential.backend._engine.kept) == len(prompts)
+
+
+def test_kept_prompts_stay_within_their_budget():
+    """The least recently used go first; a prompt that another extends is dropped for it; a
+    prompt too big for the budget is not kept."""
+    import ctypes
+
+    from llmnb.backends.prompt_cache import PromptCache
+
+    def cells(n):
+        return (ctypes.c_uint8 * n)()
+
+    cache = PromptCache(budget=100)
+    cache.put([1, 2, 3], cells(40))
+    cache.put([1, 5, 6], cells(40))
+    assert cache.best([1, 2, 3, 4]) == ((1, 2, 3), 3) and cache.holds([1, 2])
+    cache.take((1, 2, 3))  # now the most recently used
+    cache.put([7, 8], cells(40))  # over budget: (1, 5, 6) goes
+    assert len(cache) == 2 and cache.best([1, 5, 6]) == ((1, 2, 3), 1)
+    cache.put([1, 2, 3, 4], cells(50))  # holds (1, 2, 3) too
+    assert len(cache) == 2 and cache.best([1, 2, 3]) == ((1, 2, 3, 4), 3) and not cache.holds([1, 5])
+    cache.put([9], cells(101))
+    assert cache.best([9]) == ((), 0) and len(cache) == 2

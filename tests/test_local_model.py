@@ -104,6 +104,8 @@ def test_greedy_answers_do_not_depend_on_what_ran_before(parallel):
     for p in prompts:  # each prompt right after another one, then right after itself
         assert model.generate(p, max_tokens=30, temperature=0) == fresh[p], p
         assert model.generate(p, max_tokens=30, temperature=0) == fresh[p], p
+    for p in prompts:  # then after all the others: its cells come back from memory (prompt_cache)
+        assert model.generate(p, max_tokens=30, temperature=0) == fresh[p], p
 
 
 def test_sync_call_inside_running_loop_leaves_nothing_behind(embedded_model):

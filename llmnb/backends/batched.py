@@ -16,6 +16,7 @@ from each loop; jobs beyond its slots queue inside the engine. Every call is a s
 one per decode step; `complete` joins them. A slot keeps the start of its last finished task's
 prompt, and a new task whose prompt starts the same way (the same system instruction, say) reuses
 those KV cells, within the rule that keeps answers independent of what ran before (`FRESH_TAIL`).
+Cells a slot gives up are kept in memory for a later prompt that starts like them (prompt_cache).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .base import Backend, Completion, Delta, PerLoop, Request, join
 from .batched_llama import LlamaContext, SequenceSampler
 from .grammar import converter, schema_to_gbnf
 from .local import LOCAL_DEFAULTS, REPEAT_PENALTY, import_llama_cpp, reusable
+from .prompt_cache import PromptCache, common_prefix
 
 MAX_PARALLEL = 64
 LATE = object()  # put in a job's queue when its time is up
@@ -76,6 +78,7 @@ class Engine:
         self.lc = lc
         self.name = name
         self.slots = [Slot(i) for i in range(lc.n_seq)]
+        self.kept = PromptCache()  # prompts the slots gave up, to put back when one comes again
         self.running: list[Slot] = []
         self._inbox: deque[Job] = deque()
         self._outbox: dict[asyncio.AbstractEventLoop, list] = {}
@@ -181,8 +184,7 @@ class Engine:
         gbnf = schema_to_gbnf(request.schema) if request.schema is not None else None
         sampler = SequenceSampler(self.lc, temperature=request.gen.temperature, repeat_penalty=REPEAT_PENALTY,
                                   seed=request.gen.seed, gbnf=gbnf)
-        slot = max(free, key=lambda s: _common_prefix(s.cached, prompt))
-        keep = min(_common_prefix(slot.cached, prompt), reusable(len(prompt)))  # see FRESH_TAIL
+        slot, keep = self._place(prompt, free)
         self.lc.forget(slot.seq, keep)
         slot.cached = prompt[:keep]
         slot.pending = prompt[keep:]
@@ -190,6 +192,28 @@ class Engine:
         slot.max_tokens = request.gen.max_tokens
         slot.text = codecs.getincrementaldecoder("utf-8")(errors="ignore")
         self.running.append(slot)
+
+    def _place(self, prompt: list[int], free: list[Slot]) -> tuple[Slot, int]:
+        """The free slot for a prompt, and how many of the prompt's first tokens its cells already
+        hold: the slot whose cells start most like the prompt, or, when a kept prompt starts more
+        like it, that slot with the kept prompt's cells put back. Cells a slot is about to give up
+        are kept first."""
+        limit = reusable(len(prompt))  # see FRESH_TAIL
+        slot = max(free, key=lambda s: common_prefix(s.cached, prompt))
+        keep = min(common_prefix(slot.cached, prompt), limit)
+        kept, shared = self.kept.best(prompt)
+        if min(shared, limit) > keep:
+            self._keep(slot)
+            loaded = self.lc.load(slot.seq, self.kept.take(kept))
+            slot.cached = list(kept) if loaded else []
+            keep = min(shared, limit) if loaded else 0
+        elif keep < len(slot.cached):
+            self._keep(slot)
+        return slot, keep
+
+    def _keep(self, slot: Slot) -> None:
+        if slot.cached and not self.kept.holds(slot.cached):
+            self.kept.put(slot.cached, self.lc.save(slot.seq))
 
     def _step(self) -> None:
         """One llama_decode for every running sequence, then one sampled token for each that got logits."""
@@ -280,6 +304,7 @@ class Engine:
         job = slot.job
         if keep_cache:  # the next task may reuse the start of this prompt, never the generated tokens
             del slot.cached[reusable(slot.n_prompt):]
+            self.lc.forget(slot.seq, len(slot.cached))  # so that the cells are what `cached` says
         else:
             self.lc.forget(slot.seq)
             slot.cached = []
@@ -299,15 +324,6 @@ def _put_all(items) -> None:
 def _last(item) -> bool:
     """Whether a job's item is its last: the final piece, an error, or None (cancelled)."""
     return item is None or isinstance(item, BaseException) or (isinstance(item, Delta) and item.finish is not None)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 class BatchedBackend(Backend):

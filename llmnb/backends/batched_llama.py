@@ -167,6 +167,22 @@ class LlamaContext:
         """Free the KV cells of sequence `seq` from position `start` on."""
         self.L.llama_memory_seq_rm(self.memory, seq, start, -1)
 
+    def save(self, seq: int) -> ctypes.Array:
+        """A copy of the KV cells of sequence `seq` (llama.cpp's sequence state), as bytes."""
+        size = self.L.llama_state_seq_get_size(self.ctx, seq)
+        data = (ctypes.c_uint8 * size)()
+        written = self.L.llama_state_seq_get_data(self.ctx, data, size, seq)
+        return data if written == size else (ctypes.c_uint8 * written).from_buffer_copy(data)
+
+    def load(self, seq: int, data: ctypes.Array) -> bool:
+        """Put cells `save` copied into sequence `seq`, in place of what it holds; False if llama.cpp
+        found no room for them (the sequence is then empty)."""
+        self.forget(seq)
+        if self.L.llama_state_seq_set_data(self.ctx, data, len(data), seq) == 0:
+            self.forget(seq)
+            return False
+        return True
+
     def logits(self, i: int) -> np.ndarray:
         """The logits of batch item `i` of the last decode (valid until the next decode)."""
         return self._all_logits()[self._rows[i]]
