@@ -1,7 +1,7 @@
 """Local speed: llmnb's embedded model against llama.cpp's own `llama-server` on the same GGUF.
 
     bash benchmarks/setup_llama_server.sh       # once: builds llama-server from source (~17 min on 2 cores)
-    python benchmarks/bench_local.py            # everything, about 6 minutes on 2 cores
+    python benchmarks/bench_local.py            # everything, about 8 minutes on 2 cores
     python benchmarks/bench_local.py --part engine --rounds 3 --before ../llmnb-old
 
 1. engine: the same 8 greedy 48-token prompts (new ones each round, see new_prompts), one at a
@@ -10,7 +10,7 @@
    base_url=...)`) and through a bare decode loop over the same llama.cpp context (raw_decode, the
    ceiling), for T = 1 and 2 threads. The cells alternate round by round in one run; each ratio
    is the median of the per-round ratios. `--before DIR` adds the same llmnb cells run from
-   another checkout of llmnb (a child process per round), to compare two versions of the decode
+   another checkout of llmnb (each contender runs in a process of its own), to compare two versions of the decode
    loop.
 2. server: the OpenAI path against llama-server: structured output (`extract` sends the JSON
    schema as `response_format: json_schema`) and how far 8 concurrent calls overlap.
@@ -166,38 +166,35 @@ def raw_context(threads: int):
 
 # --- part 1: engine against llama-server ---------------------------------------------------------------
 def engine_part(rounds: int, threads: list[int], before: Path | None) -> list[dict]:
-    from llmnb import Models
+    """Each contender runs in a process of its own, as a user runs one model or llama-server: the
+    OpenMP runtime llama.cpp uses spins less while waiting (and so answers later) in a process
+    whose llama.cpp threads outnumber the CPUs, which a process holding all of them would."""
     from llmnb.registry import embedded_path
 
     gguf = embedded_path("smollm2")
     rows, parts = [], itertools.count(1)
     for t in threads:
-        llmnb = {False: Models.create("llamacpp:smollm2", parallel=1, n_threads=t),
-                 True: Models.create("llamacpp:smollm2", parallel=8, n_threads=t)}
         with llama_server(gguf, t) if server_binary() else _none() as url:
             server = server_model(url) if url else None
             for together in (False, True):
                 runs = {"llmnb": [], "server": [], "before": [], "raw": []}
-                raw = raw_context(t)
-                raw_decode(raw, PROMPTS, together)  # warm-up, not timed
-                asyncio.run(run_prompts(llmnb[together], together))
+                workers = {"raw": Worker("raw", t, together), "llmnb": Worker("llmnb", t, together)}
+                if before:
+                    workers["before"] = Worker("llmnb", t, together, checkout=before)
                 if server:
-                    asyncio.run(run_prompts(server, together))
+                    asyncio.run(run_prompts(server, together))  # warm-up, as the workers did
                 for r in range(rounds):
-                    prompts = new_prompts(next(parts))
-                    runs["raw"].append(raw_decode(raw, prompts, together))
-                    runs["llmnb"].append(asyncio.run(run_prompts(llmnb[together], together, prompts)))
+                    part = next(parts)
+                    for name, worker in workers.items():
+                        runs[name].append(worker.run(part))
                     if server:
-                        runs["server"].append(asyncio.run(run_prompts(server, together, prompts)))
-                    if before:
-                        runs["before"].append(child_round(before, t, together))
+                        runs["server"].append(asyncio.run(run_prompts(server, together, new_prompts(part))))
                     print(f"  T={t} {'8 at once' if together else 'one at a time'} round {r + 1}: "
                           + ", ".join(f"{k} {rate(v[-1]):.1f} tok/s" for k, v in runs.items() if v),
                           flush=True)
-                raw.close()
+                for worker in workers.values():
+                    worker.close()
                 rows.append({"threads": t, "together": together, **runs})
-        for model in llmnb.values():
-            model.close()
     return rows
 
 
@@ -206,21 +203,48 @@ def _none():
     yield None
 
 
-def child_round(checkout: Path, threads: int, together: bool) -> tuple[int, float, float]:
-    """One timed round of the llmnb cell, with llmnb imported from another checkout."""
-    env = {**os.environ, "PYTHONPATH": str(checkout)}
-    out = subprocess.run([sys.executable, __file__, "--child", str(threads), str(int(together))], env=env,
-                         capture_output=True, text=True, check=True, cwd="/")
-    return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
+class Worker:
+    """llmnb's embedded model (`parallel=8` for 8 at once, else 1) or the bare decode loop, in a
+    child process that keeps it across rounds; llmnb imported from `checkout` when given."""
+
+    def __init__(self, kind: str, threads: int, together: bool, checkout: Path | None = None):
+        env = {**os.environ, "PYTHONPATH": str(checkout or HERE.parent)}
+        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", kind, str(threads), str(int(together))],
+                                     env=env, cwd="/", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise SystemExit(f"the {kind} worker did not start")
+
+    def run(self, part: int) -> tuple[int, float, float]:
+        """One timed run of new_prompts(part): (tokens, seconds, CPU seconds of the worker)."""
+        self.proc.stdin.write(f"{part}\n")
+        self.proc.stdin.flush()
+        return tuple(json.loads(self.proc.stdout.readline()))
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
-def child(threads: int, together: bool) -> None:
-    sys.path.remove(str(HERE.parent))  # llmnb from PYTHONPATH, not this checkout
-    from llmnb import Models
+def worker(kind: str, threads: int, together: bool) -> None:
+    """The child process of a Worker: warms up, says "ready", then answers each part number read."""
+    sys.path.remove(str(HERE.parent))  # llmnb from PYTHONPATH, maybe another checkout
+    if kind == "raw":
+        lc = raw_context(threads)
 
-    model = Models.create("llamacpp:smollm2", parallel=8 if together else 1, n_threads=threads)
-    asyncio.run(run_prompts(model, together))  # warm-up
-    print(json.dumps(asyncio.run(run_prompts(model, together))))
+        def timed(prompts):
+            return raw_decode(lc, prompts, together)
+    else:
+        from llmnb import Models
+
+        model = Models.create("llamacpp:smollm2", parallel=8 if together else 1, n_threads=threads)
+
+        def timed(prompts):
+            return asyncio.run(run_prompts(model, together, prompts))
+    timed(PROMPTS)  # warm-up, not timed
+    print("ready", flush=True)
+    for line in sys.stdin:
+        print(json.dumps(timed(new_prompts(int(line)))), flush=True)
 
 
 def rate(run: tuple) -> float:
@@ -334,10 +358,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--before", type=Path, help="another llmnb checkout to compare the llmnb cells with")
-    parser.add_argument("--child", type=int, nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        return child(args.child[0], bool(args.child[1]))
+    if args.worker:
+        return worker(args.worker[0], int(args.worker[1]), bool(int(args.worker[2])))
     if not server_binary():
         print("(no llama-server: run bash benchmarks/setup_llama_server.sh first; llmnb figures only)")
     title = (f"SmolLM2-135M Q4_1, {MAX_TOKENS} greedy tokens per prompt, 8 prompts, "
