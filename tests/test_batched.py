@@ -320,6 +320,8 @@ def test_a_prompt_read_before_others_is_put_back_not_read_again(sequential):
         assert reads == [FRESH_TAIL] * len(prompts)
         assert answers == first
     assert len(sequential.backend._engine.kept) == len(prompts)
+    sequential.close()  # frees the kept prompts with the model
+    assert len(sequential.backend._engine.kept) == 0
 
 
 def test_kept_prompts_stay_within_their_budget():

@@ -128,6 +128,7 @@ class Engine:
                 self._post(self._inbox.popleft(), closed)
             self._flush()
             self.lc.close()
+            self.kept.clear()
 
     def _wait_for_work(self) -> bool:
         """Sleep until there is something to do; answer cancelled queued jobs. False once closed."""

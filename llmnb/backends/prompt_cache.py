@@ -62,6 +62,10 @@ class PromptCache:
         key, n = tuple(tokens), len(tokens)
         return any(len(kept) >= n and kept[:n] == key for kept in self._kept)
 
+    def clear(self) -> None:
+        self._kept.clear()
+        self._size = 0
+
     def put(self, tokens: list[int], data: ctypes.Array) -> None:
         """Keep `data`, the cells of `tokens`; a kept prompt that `tokens` starts with is dropped:
         these cells hold it too."""
