@@ -282,3 +282,28 @@ def test_for_refuses_what_is_not_a_sequence(ip, remote, value, match):
     with pytest.raises(UsageError, match=match) as info:
         ip.run_cell_magic("llm_parallel", "--model remote --for word in words", "say: {word}")
     assert "\n" not in str(info.value)
+
+
+def test_typed_tasks_ask_again_once_when_the_answer_does_not_fit(ip, fault_server, remote):
+    """An answer cut off mid-string, as a small model's runaway one ends: both magics ask once
+    more by default; --retries 0 fails the task at once, --retries 2 asks twice more."""
+    from fault_server import Fault
+
+    from llmnb.errors import ExtractError
+
+    cut = Fault.content('{"value": ["red", "gre')
+    fault_server.script(cut)
+    value = ip.run_cell_magic("llm_extract", "list[str] --model remote -o colours", "Name colours.")
+    assert isinstance(value, list) and all(isinstance(v, str) for v in value)
+    assert len(fault_server.bodies) == 2 and ip.user_ns["colours"] == value
+
+    fault_server.script(cut, cut)
+    res = ip.run_cell_magic("llm_parallel", "--model remote -q --retries 2", "c -> list[str]: Name colours.")
+    assert isinstance(res["c"], list) and len(fault_server.bodies) == 5
+
+    fault_server.script(cut)
+    result = ip.run_cell("%%llm_extract list[str] --model remote --retries 0\nName colours.", store_history=False)
+    assert isinstance(result.error_in_exec, ExtractError) and len(fault_server.bodies) == 6
+
+    result = run(ip, "%%llm_parallel --model remote --retries -1\nc -> list[str]: x")
+    assert "--retries must be 0 or more" in str(result.error_in_exec)

@@ -38,6 +38,10 @@ class LlmMagics(Magics):
 
     model = Unicode(DEFAULT, help="Default model of the llmnb magics (a Models.create name).").tag(config=True)
     max_concurrency = Int(0, help="Default cap on tasks run at once by %%llm_parallel (0: no cap).").tag(config=True)
+    # A notebook cell wants a value: a small model's answer that does not fit the type (a string
+    # that runs on until max_tokens, say) is asked for once more before the cell fails.
+    retries = Int(1, help="Default times a typed task asks the model again when its answer does not fit "
+                          "the type (0: never).").tag(config=True)
 
     def __init__(self, shell):
         super().__init__(shell)
@@ -57,9 +61,12 @@ class LlmMagics(Magics):
     @argument("type", help="the result type, evaluated in your namespace: list[str], a dataclass, Literal[...]")
     @argument("--model", "-m", help="model name for this cell (default: %%llm_model)")
     @argument("-o", "--out", metavar="VAR", help="store the result in this variable")
+    @argument("--retries", "-r", type=int, default=None, metavar="N",
+              help="ask again up to N times when the answer does not fit the type (default: 1)")
     @cell_magic
     def llm_extract(self, line: str, cell: str):
-        """%%llm_extract TYPE [--model M] [-o VAR]: the cell body is the prompt; shows and returns a TYPE value."""
+        """%%llm_extract TYPE [--model M] [-o VAR] [--retries N]: the cell body is the prompt; shows and
+        returns a TYPE value."""
         return run_blocking(self.run_async("llm_extract", line, cell))
 
     @magic_arguments()
@@ -67,11 +74,14 @@ class LlmMagics(Magics):
     @argument("-o", "--out", metavar="VAR", help="store the results (a dict by task name) in this variable")
     @argument("--max-concurrency", "-c", type=int, default=None, metavar="N", help="run at most N tasks at once")
     @argument("--quiet", "-q", action="store_true", help="do not print each result as it completes")
+    @argument("--retries", "-r", type=int, default=None, metavar="N",
+              help="ask again up to N times when a typed task's answer does not fit its type (default: 1)")
     @argument("--for", dest="for_", nargs=3, metavar=("NAME", "in", "VAR"),
               help="run each task once per item of the list VAR, with {NAME} filled from the item")
     @cell_magic
     def llm_parallel(self, line: str, cell: str):
-        """%%llm_parallel [--model M] [-o VAR] [--max-concurrency N] [--for NAME in VAR]: run the tasks concurrently.
+        """%%llm_parallel [--model M] [-o VAR] [--max-concurrency N] [--for NAME in VAR] [--retries N]: run the tasks
+        concurrently.
 
         One task per line (an indented line continues the prompt above):
 
@@ -117,7 +127,7 @@ class LlmMagics(Magics):
         prompt = fill(cell.strip(), self.shell.user_ns)
         model = self._get_model(args.model)
         with Timeline(title=f"%%llm_extract on {model.name}"):
-            value = await model.extract_async(target, prompt)
+            value = await model.extract_async(target, prompt, retries=self._retries(args))
         if args.out:
             self.shell.user_ns[args.out] = value
         return value
@@ -125,7 +135,7 @@ class LlmMagics(Magics):
     async def _parallel(self, args, cell: str) -> Results:
         specs = parse_tasks(cell)
         model = self._get_model(args.model)
-        jobs = self._jobs(model, specs, self._for_each(args.for_))
+        jobs = self._jobs(model, specs, self._for_each(args.for_), self._retries(args))
         limit = args.max_concurrency if args.max_concurrency is not None else self.max_concurrency
         if limit < 0:
             raise UsageError(f"--max-concurrency must be at least 1 (or 0 for no cap), not {limit}")
@@ -159,12 +169,13 @@ class LlmMagics(Magics):
             raise UsageError(f"--for {name} in {var}: {var} is empty, so there is nothing to run")
         return name, list(items)
 
-    def _jobs(self, model, specs: list[TaskSpec], for_each: tuple[str, list] | None) -> dict:
+    def _jobs(self, model, specs: list[TaskSpec], for_each: tuple[str, list] | None, retries: int) -> dict:
         """Task name -> a function making the task's call, prompts filled now (so a missing
         variable fails before anything runs). With --for, each line runs once per item."""
         targets = {spec.type_expr: self._eval_type(spec.type_expr) for spec in specs if spec.type_expr}
         if for_each is None:
-            return {spec.name: job(model, spec, fill(spec.prompt, self.shell.user_ns), targets) for spec in specs}
+            return {spec.name: job(model, spec, fill(spec.prompt, self.shell.user_ns), targets, retries)
+                    for spec in specs}
         var, items = for_each
         jobs, written = {}, {spec.name for spec in specs}
         for spec in specs:
@@ -172,7 +183,8 @@ class LlmMagics(Magics):
                 name = f"{spec.name}_{i}"
                 if name in jobs or name in written:
                     raise UsageError(f"the task name {name!r} is used twice with --for; rename the task {spec.name!r}")
-                jobs[name] = job(model, spec, fill(spec.prompt, ChainMap({var: item}, self.shell.user_ns)), targets)
+                jobs[name] = job(model, spec, fill(spec.prompt, ChainMap({var: item}, self.shell.user_ns)), targets,
+                                 retries)
         return jobs
 
     # -- the parts ------------------------------------------------------------------------------
@@ -181,6 +193,12 @@ class LlmMagics(Magics):
             return parse_argstring(getattr(self, magic), line)
         except ValueError as e:  # shlex: an unclosed quote
             raise UsageError(f"cannot read the options {line.strip()!r} ({e}); see %{magic}?") from None
+
+    def _retries(self, args) -> int:
+        retries = args.retries if args.retries is not None else self.retries
+        if retries < 0:
+            raise UsageError(f"--retries must be 0 or more, not {retries}")
+        return retries
 
     def _eval_type(self, expr: str):
         try:
@@ -201,12 +219,12 @@ class LlmMagics(Magics):
         return self._models[name]
 
 
-def job(model, spec: TaskSpec, prompt: str, targets: dict):
+def job(model, spec: TaskSpec, prompt: str, targets: dict, retries: int):
     """The call a task makes, as a function returning its coroutine."""
     if spec.kind == "extract":
-        return lambda: model.extract_async(targets[spec.type_expr], prompt)
+        return lambda: model.extract_async(targets[spec.type_expr], prompt, retries=retries)
     if spec.kind == "classify":
-        return lambda: model.classify_async(list(spec.labels), prompt)
+        return lambda: model.classify_async(list(spec.labels), prompt, retries=retries)
     return lambda: model.generate_async(prompt)
 
 
