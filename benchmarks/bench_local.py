@@ -9,9 +9,9 @@
    `llama-server -np 8 -t T` (reached with llmnb's OpenAI path, `Models.create("openai:...",
    base_url=...)`) and through a bare decode loop over the same llama.cpp context (raw_decode, the
    ceiling), for T = 1 and 2 threads. The cells alternate round by round in one run; each ratio
-   is the median of the per-round ratios. `--before DIR` adds the same llmnb cells run from
-   another checkout of llmnb (each contender runs in a process of its own), to compare two versions of the decode
-   loop.
+   is the median of the per-round ratios; each contender runs in a process of its own (see
+   engine_part). `--before DIR` adds the same llmnb cells run from another checkout of llmnb, to
+   compare two versions of the decode loop.
 2. server: the OpenAI path against llama-server: structured output (`extract` sends the JSON
    schema as `response_format: json_schema`) and how far 8 concurrent calls overlap.
 3. stream: the engine streaming 8 sequences at once against the same 8 calls not streamed.
@@ -167,8 +167,8 @@ def raw_context(threads: int):
 # --- part 1: engine against llama-server ---------------------------------------------------------------
 def engine_part(rounds: int, threads: list[int], before: Path | None) -> list[dict]:
     """Each contender runs in a process of its own, as a user runs one model or llama-server: the
-    OpenMP runtime llama.cpp uses spins less while waiting (and so answers later) in a process
-    whose llama.cpp threads outnumber the CPUs, which a process holding all of them would."""
+    OpenMP runtime llama.cpp uses spins less while waiting (and so answers each step later) once a
+    process's llama.cpp threads outnumber the CPUs, as they would in one process holding all three."""
     from llmnb.registry import embedded_path
 
     gguf = embedded_path("smollm2")
