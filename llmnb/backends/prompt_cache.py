@@ -46,10 +46,9 @@ class PromptCache:
         """The kept tokens that share the longest start with `prompt`, and how many they share."""
         found, most = (), 0
         for tokens in self._kept:
-            if tokens[0] == prompt[0]:  # most kept prompts start with the same chat template
-                n = common_prefix(tokens, prompt)
-                if n > most:
-                    found, most = tokens, n
+            n = common_prefix(tokens, prompt)
+            if n > most:
+                found, most = tokens, n
         return found, most
 
     def take(self, tokens: tuple[int, ...]) -> ctypes.Array:

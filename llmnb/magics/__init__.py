@@ -127,7 +127,7 @@ class LlmMagics(Magics):
         prompt = fill(cell.strip(), self.shell.user_ns)
         model = self._get_model(args.model)
         with Timeline(title=f"%%llm_extract on {model.name}"):
-            value = await model.extract_async(target, prompt, retries=self._retries(args))
+            value = await model.extract_async(target, prompt, retries=self._count(args, "retries", "0 or more"))
         if args.out:
             self.shell.user_ns[args.out] = value
         return value
@@ -135,10 +135,8 @@ class LlmMagics(Magics):
     async def _parallel(self, args, cell: str) -> Results:
         specs = parse_tasks(cell)
         model = self._get_model(args.model)
-        jobs = self._jobs(model, specs, self._for_each(args.for_), self._retries(args))
-        limit = args.max_concurrency if args.max_concurrency is not None else self.max_concurrency
-        if limit < 0:
-            raise UsageError(f"--max-concurrency must be at least 1 (or 0 for no cap), not {limit}")
+        jobs = self._jobs(model, specs, self._for_each(args.for_), self._count(args, "retries", "0 or more"))
+        limit = self._count(args, "max_concurrency", "at least 1 (or 0 for no cap)")
         results = Results()
         if args.out:  # bound now, so even an interrupted cell leaves what finished in VAR
             self.shell.user_ns[args.out] = results
@@ -194,11 +192,13 @@ class LlmMagics(Magics):
         except ValueError as e:  # shlex: an unclosed quote
             raise UsageError(f"cannot read the options {line.strip()!r} ({e}); see %{magic}?") from None
 
-    def _retries(self, args) -> int:
-        retries = args.retries if args.retries is not None else self.retries
-        if retries < 0:
-            raise UsageError(f"--retries must be 0 or more, not {retries}")
-        return retries
+    def _count(self, args, name: str, allowed: str) -> int:
+        """The cell's --NAME option, or else its %config default; a UsageError when below 0."""
+        value = getattr(args, name)
+        value = getattr(self, name) if value is None else value
+        if value < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be {allowed}, not {value}")
+        return value
 
     def _eval_type(self, expr: str):
         try:
