@@ -19,6 +19,10 @@ Event kinds, in order of a call's life:
 An `extract`/`classify` call with `retries=` that asks again repeats waiting -> started for each
 attempt under the same call_id; the timeline keeps the first, so the row runs from the first start
 to the end of the last attempt.
+A tool run (method "tool", its label the tool's name) is a call of its own whose `parent` is the
+call_id of the model call that asked for it: created -> started -> finished or failed.
+A call answered from the cache goes created -> finished with `cached=True`; `cost` (USD, when
+the model's price is known) comes with `finished`.
 Times come from `time.perf_counter()` (monotonic, high resolution).
 """
 
@@ -53,6 +57,9 @@ class CallEvent:
     tokens_in: int | None = None
     tokens_out: int | None = None
     error: str | None = None
+    parent: int | None = None  # a tool run: the call_id of the model call that asked for it
+    cached: bool = False  # finished with an answer from the cache, nothing sent
+    cost: float | None = None  # USD of this call's tokens (for a cached answer: what it would have cost)
 
 
 @contextmanager
@@ -82,8 +89,9 @@ class Call:
     """One call's reporter. It captures the listeners when the call is made, so events still
     reach them if a later step runs in another thread's callback."""
 
-    def __init__(self, method: str, label: str, model: str):
+    def __init__(self, method: str, label: str, model: str, parent: int | None = None):
         self.id = next(_call_ids)
+        self.parent = parent
         self.method = method
         name = _task_name.get()
         self.label = f"{name}: {label}" if name else label
@@ -94,7 +102,8 @@ class Call:
     def emit(self, kind: str, **details) -> None:
         if not self._listeners:
             return
-        event = CallEvent(self.id, kind, time.perf_counter(), self.method, self.label, self.model, **details)
+        event = CallEvent(self.id, kind, time.perf_counter(), self.method, self.label, self.model,
+                          parent=self.parent, **details)
         for listener in self._listeners:
             try:
                 listener(event)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, get_args
 
 from . import sync
-from .backends.base import Backend, Completion, Generation, Request
+from .backends.base import Backend, Completion, Delta, Generation, Request
 from .errors import ExtractError
 from .events import Call, excerpt
 from .structured import Target, labels_type, target_for
@@ -115,7 +115,7 @@ class Model:
         """
         messages, gen, call = self._prepare("stream", prompt, inst, Generation(max_tokens, temperature, seed))
         with reported(call, Tally()) as tally:
-            async with contextlib.aclosing(self.backend.run_stream(Request(messages, gen), call)) as deltas:
+            async with contextlib.aclosing(self._send_stream(Request(messages, gen), call)) as deltas:
                 async for delta in deltas:
                     if delta.tokens_in is not None or delta.tokens_out is not None:
                         tally.tokens_in, tally.tokens_out = delta.tokens_in, delta.tokens_out  # sent once, at the end
@@ -130,6 +130,15 @@ class Model:
     def __call__(self, prompt: Prompt, **kwargs) -> str:
         return self.generate(prompt, **kwargs)
 
+    async def _send(self, request: Request, call: Call) -> Completion:
+        """One model turn: the one place a request reaches the backend (the answer cache sits here,
+        inside any tool loop, so tools always run for real)."""
+        return await self.backend.run(request, call)
+
+    def _send_stream(self, request: Request, call: Call) -> AsyncIterator[Delta]:
+        """`_send` for a streamed turn."""
+        return self.backend.run_stream(request, call)
+
     def _prepare(self, method: str, prompt: Prompt, inst: str | None, gen: Generation,
                  guide: str | None = None) -> tuple[tuple[dict, ...], Generation, Call]:
         """The messages to send, the settings laid over the defaults, and the call's reporter."""
@@ -143,7 +152,7 @@ class Model:
         with reported(call, Tally(0, 0)) as tally:
             for attempt in range(retries + 1):
                 request = Request(messages, gen, schema=target and target.schema)
-                completion = await self.backend.run(request, call)
+                completion = await self._send(request, call)
                 tally.tokens_in += completion.tokens_in or 0
                 tally.tokens_out += completion.tokens_out or 0
                 if target is None:

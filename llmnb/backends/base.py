@@ -33,12 +33,26 @@ class Generation:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One tool call the model asked for: `arguments` is the JSON text the model wrote."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class Request:
-    """One chat completion to make. `schema` (a JSON schema) asks for structured output."""
+    """One chat completion to make. `schema` (a JSON schema) asks for structured output. `tools`
+    are OpenAI-style function specs ({"type": "function", "function": {"name", "description",
+    "parameters"}}); `tool_choice` is None (the server's default, "auto"), "required" or a tool's
+    name. Messages may hold assistant turns with "tool_calls" and "tool" results, as OpenAI's."""
 
     messages: tuple[dict, ...]
     gen: Generation = Generation()
     schema: dict | None = None
+    tools: tuple[dict, ...] = ()
+    tool_choice: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,28 +60,32 @@ class Completion:
     text: str
     tokens_in: int | None = None
     tokens_out: int | None = None
-    finish: str | None = None  # "stop", "length" (cut off at max_tokens), or None when unknown
+    finish: str | None = None  # "stop", "length" (cut off at max_tokens), "tool_calls", or None when unknown
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)
 class Delta:
-    """A piece of a streamed answer. The last one may carry no text, only the counts and the finish."""
+    """A piece of a streamed answer. The last one may carry no text, only the counts and the finish.
+    A backend assembles streamed tool calls itself and gives them whole, in one delta."""
 
     text: str = ""
     tokens_in: int | None = None
     tokens_out: int | None = None
     finish: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 def join(deltas: Iterable[Delta]) -> Completion:
     """The completion a stream of deltas adds up to (counts and finish: the last ones given)."""
-    text, tokens_in, tokens_out, finish = [], None, None, None
+    text, tokens_in, tokens_out, finish, calls = [], None, None, None, []
     for d in deltas:
         text.append(d.text)
+        calls.extend(d.tool_calls)
         tokens_in = d.tokens_in if d.tokens_in is not None else tokens_in
         tokens_out = d.tokens_out if d.tokens_out is not None else tokens_out
         finish = d.finish or finish
-    return Completion("".join(text), tokens_in, tokens_out, finish)
+    return Completion("".join(text), tokens_in, tokens_out, finish, tuple(calls))
 
 
 class PerLoop(Generic[T]):
