@@ -6,12 +6,12 @@ import pytest
 
 from llmnb import ModelCallError
 from llmnb.backends.base import Delta, Generation, Request
-from llmnb.backends.openai import (
+from llmnb.backends.openai.failures import retry_delay
+from llmnb.backends.openai.wire import (
     build_request,
     event_data,
     parse_chunk,
     parse_response,
-    retry_delay,
     stream_request,
 )
 from llmnb.structured import target_for

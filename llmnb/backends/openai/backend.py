@@ -1,9 +1,10 @@
-"""Any OpenAI-compatible chat server, through `openai.AsyncOpenAI`.
+"""The OpenAI backend: any OpenAI-compatible chat server, through `openai.AsyncOpenAI`.
 
-Request building and response parsing are pure functions. A call goes through layers, each with
-one policy: `complete` (turns a failure into `ModelCallError`) -> `_complete_in_mode` (which
-structured-output mode) -> `_retrying` (llmnb's one retry layer, which also keeps the rate limits;
-the SDK's own retries are switched off, so retries never multiply) -> `_send_once` (one request).
+A call goes through layers, each with one policy: `complete` (turns a failure into
+`ModelCallError`) -> `_complete_in_mode` (which structured-output mode) -> `_retrying` (llmnb's one
+retry layer, which also keeps the rate limits; the SDK's own retries are switched off, so retries
+never multiply) -> `_send_once` (one request). The bodies and answers are built and read by `wire`,
+failures judged by `failures`, the HTTP clients kept by `clients`.
 
 The HTTP client is the openai SDK's aiohttp transport unless `http_client=` says otherwise.
 """
@@ -11,158 +12,22 @@ The HTTP client is the openai SDK's aiohttp transport unless `http_client=` says
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
-import importlib
 import itertools
 import json
-import random
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from ..errors import ModelCallError
-from ..events import Call
-from ..limits import RateLimits, estimate_tokens
-from .base import Backend, Completion, Delta, PerLoop, Request
+from ...errors import ModelCallError
+from ...events import Call
+from ...limits import RateLimits, estimate_tokens
+from ..base import Backend, Completion, Delta, PerLoop, Request
+from .clients import Clients, http_client_for_loop
+from .failures import FORMAT_WORDS, RETRYABLE, USAGE_WORDS, Failed, Failure, never, refuses, retry_delay, timed_out
+from .wire import CHAT_PATH, build_request, event_data, parse_chunk, parse_response, stream_request
 
 T = TypeVar("T")
-
-# Statuses worth another try: the request may succeed unchanged a moment later.
-RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504})
-# Statuses with which a server refuses a request field it lacks (json_schema structured outputs,
-# stream_options): 400, 422 or 501 from most, 500 from llama.cpp's server ("Input should be 'text'
-# or 'json_object'"). A 500 counts only when its text names the field, so a passing server error
-# is retried as such.
-REFUSED = frozenset({400, 422, 501})
-FORMAT_WORDS = ("response_format", "json_schema", "json_object")
-USAGE_WORDS = ("stream_options", "include_usage")
-MAX_BACKOFF = 30.0
-# Requests go through the SDK client's documented `post(path, cast_to=httpx2.Response, body=...)`
-# rather than `chat.completions.create`: the client's auth, headers, timeouts and errors all apply,
-# without the SDK converting every request dict against its typed parameters and every answer into
-# pydantic models (together a third of the client's CPU time with 300 calls at once; llmnb's
-# request is plain JSON already and it reads four fields of the answer).
-CHAT_PATH = "/chat/completions"
-
-
-def build_request(model: str, request: Request, schema_mode: str) -> dict[str, Any]:
-    """The JSON body of the chat completions request for `request`.
-
-    schema_mode "json_schema" uses OpenAI structured outputs; "json_object" is the fallback for
-    servers without them: JSON mode, with the schema both in the system message (so any model
-    knows the shape) and in `response_format` (which llama.cpp's server uses as a grammar).
-    """
-    body: dict[str, Any] = {"model": model, "messages": list(request.messages)}
-    body.update({k: v for k, v in vars(request.gen).items() if v is not None})
-    if request.schema is not None:
-        if schema_mode == "json_schema":
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "output", "schema": request.schema, "strict": False},
-            }
-        else:
-            body["response_format"] = {"type": "json_object", "schema": request.schema}
-            body["messages"] = with_schema_instruction(body["messages"], request.schema)
-    return body
-
-
-def with_schema_instruction(messages: list[dict], schema: dict) -> list[dict]:
-    note = f"Reply with one JSON object that matches this JSON schema: {json.dumps(schema)}"
-    if messages and messages[0]["role"] == "system":
-        return [{"role": "system", "content": messages[0]["content"] + "\n" + note}, *messages[1:]]
-    return [{"role": "system", "content": note}, *messages]
-
-
-def refuses(error: Exception, words: tuple[str, ...]) -> bool:
-    """Whether `error` may mean the server lacks the request field named by `words`."""
-    status, message = getattr(error, "status_code", None), getattr(error, "message", "")
-    return status in REFUSED or (status == 500 and any(w in message for w in words))
-
-
-def timed_out(error: BaseException | None) -> bool:
-    """Whether a transport's error comes from a timeout: each transport has its own exception
-    types, but they are, or are caused by, a TimeoutError."""
-    while error is not None:
-        if isinstance(error, TimeoutError):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
-def never(error: Exception) -> bool:
-    return False
-
-
-def stream_request(body: dict[str, Any], usage: bool) -> dict[str, Any]:
-    """`body` for a streamed request; with `usage` the last chunk carries the token counts."""
-    return {**body, "stream": True, **({"stream_options": {"include_usage": True}} if usage else {})}
-
-
-@dataclass(frozen=True)
-class Failure:
-    """One failed request, described: for the error message and the decision to retry."""
-
-    text: str  # what went wrong, short and without the API key
-    status: int | None = None  # the HTTP status, when there was one
-    retryable: bool = False  # whether the same request may succeed a moment later
-    retry_after: str | None = None  # the server's Retry-After header
-
-
-class Failed(Exception):
-    """The sending layer gave up: the failure, the SDK's error and how many requests were made.
-    Internal: `complete` turns it into a `ModelCallError`."""
-
-    def __init__(self, failure: Failure, error: Exception, attempts: int):
-        super().__init__()  # no text: the error's may hold what the server echoed
-        self.failure, self.error, self.attempts = failure, error, attempts
-
-
-def parse_response(body: Any) -> Completion:
-    """A chat completion's JSON body (a dict): its text, token counts and finish reason."""
-    choices = body.get("choices") if isinstance(body, dict) else None
-    if not choices:
-        raise ModelCallError("the server answered with no choices; check that the model name is right")
-    choice, usage = choices[0], body.get("usage") or {}
-    return Completion(
-        text=(choice.get("message") or {}).get("content") or "",
-        tokens_in=usage.get("prompt_tokens"),
-        tokens_out=usage.get("completion_tokens"),
-        finish=choice.get("finish_reason"),
-    )
-
-
-def event_data(line: str) -> dict | None:
-    """The JSON of one line of a server-sent event stream, or None for a line that carries none
-    (blank, a comment, an `event:` name, the closing `[DONE]`)."""
-    if not line.startswith("data:"):
-        return None
-    data = line[5:].strip()
-    return None if data == "[DONE]" else json.loads(data)
-
-
-def parse_chunk(chunk: dict) -> Delta:
-    """One streamed chunk: a piece of text, the finish reason, or (last, with include_usage) the counts."""
-    choice = (chunk.get("choices") or [{}])[0]
-    usage = chunk.get("usage") or {}
-    return Delta(
-        text=(choice.get("delta") or {}).get("content") or "",
-        tokens_in=usage.get("prompt_tokens"),
-        tokens_out=usage.get("completion_tokens"),
-        finish=choice.get("finish_reason"),
-    )
-
-
-def retry_delay(attempt: int, retry_after: str | None) -> float:
-    """Seconds to wait before attempt `attempt + 1`: the server's Retry-After if it gave one,
-    else exponential backoff with jitter."""
-    if retry_after:
-        try:
-            return min(max(float(retry_after), 0.0), MAX_BACKOFF)
-        except ValueError:
-            pass  # an HTTP date; rare for APIs, fall back to backoff
-    return min(0.5 * 2 ** (attempt - 1), MAX_BACKOFF) * random.uniform(0.8, 1.2)
 
 
 @dataclass(frozen=True)
@@ -176,111 +41,6 @@ class Opened:
         """Stop reading and close the connection (the server sees it close if the answer was not over)."""
         await self.deltas.aclose()
         await self.response.aclose()
-
-
-class Clients:
-    """The backend's HTTP clients, one per event loop, made so that no loop waits for one.
-
-    Making an `AsyncOpenAI` client took 0.2-0.4 s the first time (the SDK imports its modules and
-    sets up TLS) and 50-100 ms after (TLS again); made on a loop at the first call, that blocked
-    every task on the loop and showed on the timeline. So one client is made, its modules loaded,
-    with the model; the first loop that calls takes it. Another loop (the private one of the sync
-    methods, say) gets its own made in a worker thread, off the loop. Entries are futures, so the
-    calls that start together on a new loop share one client.
-    """
-
-    def __init__(self, make: Callable[[], Any]):
-        self._make = make
-        self._spare = [loaded(make())]
-        self._per_loop: PerLoop[asyncio.Future] = PerLoop(self._for_this_loop)
-
-    async def get(self) -> Any:
-        return await self._per_loop.get()
-
-    def _for_this_loop(self) -> asyncio.Future:
-        try:
-            client = self._spare.pop()
-        except IndexError:  # the spare went to another loop
-            made = asyncio.ensure_future(asyncio.to_thread(lambda: loaded(self._make())))
-        else:
-            made = asyncio.get_running_loop().create_future()
-            made.set_result(client)
-        made.add_done_callback(close_with_its_loop)  # run on this loop, once the client is there
-        _client_loops.add(asyncio.get_running_loop())
-        return made
-
-    def close(self) -> None:
-        """Close every client on its own loop, from any thread; forget them."""
-        for loop, made in self._per_loop.drain():
-            if not loop.is_closed():
-                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: its sockets went with it
-                    loop.call_soon_threadsafe(made.add_done_callback, close_made)
-
-
-def close_made(made: asyncio.Future) -> None:
-    """Runs on the client's loop, so a loop that stops before running the close leaves no
-    never-awaited coroutine behind (a RuntimeWarning at exit)."""
-    if not made.cancelled() and made.exception() is None:
-        asyncio.ensure_future(made.result().close())
-
-
-async def _closing_at_loop_end(client: Any):
-    try:
-        yield
-    finally:
-        await client.close()
-
-
-def close_with_its_loop(made: asyncio.Future) -> None:
-    """Close the client on its own loop when that loop shuts down (as `asyncio.run` does at its
-    end), even if the model was never closed: an aiohttp session left open is reported as
-    "Unclosed client session". The hook is the loop's finalisation of async generators: this one
-    is started here, on the loop, so the loop knows it; it waits at its `yield` until then."""
-    if made.cancelled() or made.exception() is not None:
-        return
-    client = made.result()
-    closer = _closing_at_loop_end(client)
-    with contextlib.suppress(StopIteration):
-        closer.asend(None).send(None)
-    client._llmnb_closer = closer  # alive as long as the client (the loop holds it weakly)
-
-
-_client_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_with_the_loops_left() -> None:
-    """At exit, finalise the async generators of the loops that still hold clients (llmnb's sync
-    loop, IPython's, any loop never shut down), which closes those clients as above."""
-    for loop in list(_client_loops):
-        if loop.is_closed():
-            continue
-        with contextlib.suppress(Exception):  # at exit, a loop that cannot do it now is let go
-            if loop.is_running():  # in its own thread
-                asyncio.run_coroutine_threadsafe(loop.shutdown_asyncgens(), loop).result(timeout=2)
-            else:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-
-
-def http_client_for_loop(http_client: Any) -> Any:
-    """The HTTP client of one `AsyncOpenAI`: by default the SDK's aiohttp transport (about 2.5x
-    less CPU per call than its httpx one at a thousand calls at once); a client given to
-    `Models.create(http_client=...)` as is; a class or function given there, called, so that each
-    event loop gets its own (an aiohttp session belongs to the loop that made it)."""
-    if http_client is None:
-        import openai
-
-        return openai.DefaultAioHttpClient()
-    return http_client() if callable(http_client) else http_client  # a client instance is not callable
-
-
-def loaded(client: Any) -> Any:
-    """`client` with the modules its first request needs already imported (0.1-0.2 s)."""
-    client.chat.completions  # noqa: B018 (the SDK imports its resource modules on first access)
-    # The network layer loads anyio's asyncio backend at its first request, whoever made the client.
-    with contextlib.suppress(ImportError):
-        importlib.import_module("anyio._backends._asyncio")
-    return client
 
 
 class OpenAIBackend(Backend):
