@@ -24,8 +24,20 @@ from ...events import Call
 from ...limits import RateLimits, estimate_tokens
 from ..base import Backend, Completion, Delta, PerLoop, Request
 from .clients import Clients, http_client_for_loop
-from .failures import FORMAT_WORDS, RETRYABLE, USAGE_WORDS, Failed, Failure, never, refuses, retry_delay, timed_out
-from .wire import CHAT_PATH, build_request, event_data, parse_chunk, parse_response, stream_request
+from .failures import (
+    FORMAT_WORDS,
+    RETRYABLE,
+    USAGE_WORDS,
+    Failed,
+    Failure,
+    never,
+    refused_at,
+    refuses,
+    retry_delay,
+    timed_out,
+    tools_refused,
+)
+from .wire import CHAT_PATH, Quirks, StreamedAnswer, build_request, event_data, parse_response, stream_request
 
 T = TypeVar("T")
 
@@ -56,6 +68,8 @@ class OpenAIBackend(Backend):
         rpm: float | None = None,
         tpm: float | None = None,
         http_client: Any = None,
+        provider: str = "openai",
+        quirks: Quirks | None = None,
     ):
         import httpx2  # the openai SDK's HTTP library
         import openai  # imported here so `import llmnb` stays light
@@ -63,13 +77,15 @@ class OpenAIBackend(Backend):
         self._openai = openai
         self._http_response = httpx2.Response
         self.model = model
-        self.name = f"openai:{model}"
+        self.name = f"{provider}:{model}"
         self.base_url = base_url
         self.timeout = timeout
         self.max_retries = max_retries
         self.max_concurrency = max_concurrency
-        self.schema_mode: str | None = None  # decided by the first structured call
-        self.stream_usage: bool | None = None  # whether the server takes stream_options, found out likewise
+        self.quirks = quirks = quirks or Quirks()  # what the endpoint is known to refuse
+        self.schema_mode: str | None = quirks.schema_mode  # unless known, decided by the first structured call
+        # whether the server takes stream_options, found out likewise
+        self.stream_usage: bool | None = False if "stream_options" in quirks.drop else None
         self.limits = RateLimits(rpm, tpm)  # shared by every call of the model
         # The key goes to the clients and is kept privately only to scrub it from error text;
         # no repr or message shows it.
@@ -103,12 +119,12 @@ class OpenAIBackend(Backend):
         except Failed as e:
             failed = e
         # Raised outside the handler, so the only chained error is the SDK's (or none).
-        raise self._call_error(failed)
+        raise self._call_error(failed, tools=bool(request.tools))
 
     async def _complete_in_mode(self, request: Request, call: Call) -> Completion:
         """The structured-output layer: which `response_format` a request is sent with."""
         def send(mode: str, give_up: Callable[[Exception], bool]) -> Awaitable[Completion]:
-            body = build_request(self.model, request, mode)
+            body = build_request(self.model, request, mode, self.quirks.drop)
             tokens = estimate_tokens(body)
             return self._retrying(lambda: self._send_once(body, tokens), give_up, call, tokens)
 
@@ -120,7 +136,8 @@ class OpenAIBackend(Backend):
         sent = 0
 
         def send(usage: bool, give_up: Callable[[Exception], bool]) -> Awaitable[tuple[Opened, Delta]]:
-            body = stream_request(build_request(self.model, request, "json_schema"), usage)
+            plain = build_request(self.model, request, self.schema_mode or "json_schema", self.quirks.drop)
+            body = stream_request(plain, usage)
             tokens = estimate_tokens(body)
 
             def attempt() -> Awaitable[tuple[Opened, Delta]]:
@@ -137,7 +154,8 @@ class OpenAIBackend(Backend):
         else:
             failed = None
         if failed is not None:
-            raise self._call_error(failed)  # outside the handler: the only chained error is the SDK's
+            # outside the handler: the only chained error is the SDK's
+            raise self._call_error(failed, tools=bool(request.tools))
         received: list[str] = []
         try:
             async for delta in self._pieces(opened, first):
@@ -240,7 +258,7 @@ class OpenAIBackend(Backend):
         """The deltas of a streamed answer, its server-sent events read as JSON lines. (The SDK's
         own stream builds a pydantic model per chunk: a quarter of the client's CPU time, measured
         with 100 streams at once.)"""
-        request = response.request
+        request, answer = response.request, StreamedAnswer()
         lines = aiter(response.aiter_lines())
         while True:
             try:
@@ -249,6 +267,8 @@ class OpenAIBackend(Backend):
                 lost = self._openai.APITimeoutError if timed_out(e) else self._openai.APIConnectionError
                 raise lost(request=request) from e
             if line is None:
+                if (rest := answer.rest()) is not None:
+                    yield rest
                 return
             chunk = event_data(line)
             if chunk is not None and chunk.get("error"):  # the server's error, sent within the stream
@@ -256,7 +276,7 @@ class OpenAIBackend(Backend):
                 raise self._openai.APIError(str(error.get("message", error) if isinstance(error, dict) else error),
                                             request, body=chunk)
             if chunk is not None:
-                yield parse_chunk(chunk)
+                yield answer.delta(chunk)
 
     async def _pieces(self, opened: Opened, first: Delta) -> AsyncIterator[Delta]:
         """The deltas from `first` on; the timeout bounds each wait for the next one."""
@@ -266,11 +286,13 @@ class OpenAIBackend(Backend):
             async with asyncio.timeout(self.timeout):
                 delta = await anext(opened.deltas, None)
 
-    def _call_error(self, failed: Failed, partial: str | None = None) -> ModelCallError:
+    def _call_error(self, failed: Failed, partial: str | None = None, tools: bool = False) -> ModelCallError:
+        """The error a caller sees; `tools`: the request had tools, which the server may have refused."""
         where = f" at {self.base_url}" if self.base_url else ""
         kept = "; the text received is in .partial" if partial is not None else ""
+        text = (tools and tools_refused(failed.failure)) or failed.failure.text
         error = ModelCallError(
-            f"{self.name}{where}: {failed.failure.text}, after {failed.attempts} attempt(s) "
+            f"{self.name}{where}: {text}, after {failed.attempts} attempt(s) "
             f"(max_retries={self.max_retries}){kept}",
             status=failed.failure.status,
             attempts=failed.attempts,
@@ -289,6 +311,10 @@ class OpenAIBackend(Backend):
             status = error.status_code
             return Failure(f"HTTP {status}: {self._clean(error.message)}", status, status in RETRYABLE,
                            error.response.headers.get("retry-after"))
+        if isinstance(error, openai.APIConnectionError) and (where := refused_at(error)):
+            # Checked first: the aiohttp transport reports a refused connection as a ConnectTimeout.
+            return Failure(f"the connection to {where} was refused: no server is listening there; "
+                           "start the server or check base_url", retryable=True)
         if isinstance(error, (TimeoutError, openai.APITimeoutError)):
             return Failure(f"no answer within timeout={self.timeout}s", retryable=True)
         if isinstance(error, openai.APIConnectionError):

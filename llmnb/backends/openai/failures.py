@@ -15,6 +15,7 @@ RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504})
 REFUSED = frozenset({400, 422, 501})
 FORMAT_WORDS = ("response_format", "json_schema", "json_object")
 USAGE_WORDS = ("stream_options", "include_usage")
+TOOL_WORDS = ("tool", "function")
 MAX_BACKOFF = 30.0
 
 
@@ -32,6 +33,31 @@ def timed_out(error: BaseException | None) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+def tools_refused(failure: Failure) -> str | None:
+    """What to say when `failure` (of a request with tools) means the server takes no tools: a
+    refusal status whose text speaks of tools; None otherwise."""
+    refused = failure.status in REFUSED or failure.status == 500
+    if not refused or not any(w in failure.text.lower() for w in TOOL_WORDS):
+        return None
+    return (f"the server does not support tool calls ({failure.text}); use a model and server that do "
+            "(llama.cpp's llama-server needs --jinja; vLLM needs --enable-auto-tool-choice), or call without tools=")
+
+
+def refused_at(error: BaseException) -> str | None:
+    """"host:port" when `error` comes from a refused connection (a ConnectionRefusedError in its
+    chain of causes), else None."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, ConnectionRefusedError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+    url = getattr(getattr(error, "request", None), "url", None)
+    if url is None:
+        return "the server"
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return f"{url.host}:{port}"
 
 
 def never(error: Exception) -> bool:
