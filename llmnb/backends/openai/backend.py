@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from ...errors import ModelCallError
 from ...events import Call
 from ...limits import RateLimits, estimate_tokens
+from ...providers import Quirks
 from ..base import Backend, Completion, Delta, PerLoop, Request
 from .clients import Clients, http_client_for_loop
 from .failures import (
@@ -37,7 +38,7 @@ from .failures import (
     timed_out,
     tools_refused,
 )
-from .wire import CHAT_PATH, Quirks, StreamedAnswer, build_request, event_data, parse_response, stream_request
+from .wire import CHAT_PATH, StreamedAnswer, build_request, event_data, parse_response, stream_request
 
 T = TypeVar("T")
 

@@ -4,7 +4,7 @@ an answer and of a streamed answer's chunks. No I/O here, so all of it is tested
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from ...errors import ModelCallError
@@ -16,15 +16,6 @@ from ..base import Completion, Delta, Request, ToolCall
 # pydantic models (together a third of the client's CPU time with 300 calls at once; llmnb's
 # request is plain JSON already and it reads four fields of the answer).
 CHAT_PATH = "/chat/completions"
-
-
-@dataclass(frozen=True)
-class Quirks:
-    """What an endpoint is known to refuse: request fields it rejects (left out of every body) and
-    the structured-output mode it takes (None: found out by the first structured call)."""
-
-    drop: tuple[str, ...] = ()
-    schema_mode: str | None = None
 
 
 # Request.tool_choice values sent as they are; any other is the name of the one tool to call.
@@ -40,7 +31,7 @@ def build_request(model: str, request: Request, schema_mode: str, drop: tuple[st
     knows the shape) and in `response_format` (which llama.cpp's server uses as a grammar).
     Tools go as OpenAI's `tools` and `tool_choice`; `parallel_tool_calls` is left to the server.
     """
-    body: dict[str, Any] = {"model": model, "messages": list(request.messages)}
+    body: dict[str, Any] = {"model": model, "messages": [with_text(m) for m in request.messages]}
     body.update({k: v for k, v in vars(request.gen).items() if v is not None})
     if request.schema is not None:
         if schema_mode == "json_schema":
@@ -63,6 +54,15 @@ def build_request(model: str, request: Request, schema_mode: str, drop: tuple[st
 def tool_choice(choice: str) -> str | dict[str, Any]:
     """OpenAI's `tool_choice` for a Request's: a mode as it is, a tool's name as that one function."""
     return choice if choice in TOOL_MODES else {"type": "function", "function": {"name": choice}}
+
+
+def with_text(message: dict) -> dict:
+    """`message` as sent: an assistant turn of only tool calls carries "" as its content, not
+    None. OpenAI takes either; llama-cpp-python's server refuses None (HTTP 500, "Input should be
+    a valid string") and its chat templates fail without the field."""
+    if message.get("content") is None and message.get("tool_calls"):
+        return {**message, "content": ""}
+    return message
 
 
 def with_schema_instruction(messages: list[dict], schema: dict) -> list[dict]:
