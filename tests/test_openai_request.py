@@ -157,5 +157,8 @@ def test_streamed_tool_calls_are_put_together_by_index():
 def test_a_refusal_of_tools_is_told_apart():
     said = tools_refused(Failure("HTTP 400: 'tools' is not supported", 400))
     assert said.startswith("the server does not support tool calls (HTTP 400") and "tools=" in said
+    vllm = "HTTP 400: \"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set"
+    assert tools_refused(Failure(vllm, 400)) and tools_refused(Failure("HTTP 500: tools param requires --jinja", 500))
     assert tools_refused(Failure("HTTP 400: max_tokens too large", 400)) is None
+    assert tools_refused(Failure("HTTP 400: Invalid schema for function 'f': 'required' is missing", 400)) is None
     assert tools_refused(Failure("HTTP 503: tool server overloaded", 503, retryable=True)) is None

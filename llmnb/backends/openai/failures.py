@@ -16,6 +16,10 @@ REFUSED = frozenset({400, 422, 501})
 FORMAT_WORDS = ("response_format", "json_schema", "json_object")
 USAGE_WORDS = ("stream_options", "include_usage")
 TOOL_WORDS = ("tool", "function")
+# ...together with one of these: the server lacks tools, rather than finding fault with one
+# (OpenAI's "Invalid schema for function ..." is the caller's to fix, and says so itself).
+LACKING_WORDS = ("support", "unrecognized", "unknown", "not allowed", "not permitted", "extra_forbidden",
+                 "--enable", "--jinja")
 MAX_BACKOFF = 30.0
 
 
@@ -38,8 +42,9 @@ def timed_out(error: BaseException | None) -> bool:
 def tools_refused(failure: Failure) -> str | None:
     """What to say when `failure` (of a request with tools) means the server takes no tools: a
     refusal status whose text speaks of tools; None otherwise."""
+    text = failure.text.lower()
     refused = failure.status in REFUSED or failure.status == 500
-    if not refused or not any(w in failure.text.lower() for w in TOOL_WORDS):
+    if not refused or not any(w in text for w in TOOL_WORDS) or not any(w in text for w in LACKING_WORDS):
         return None
     return (f"the server does not support tool calls ({failure.text}); use a model and server that do "
             "(llama.cpp's llama-server needs --jinja; vLLM needs --enable-auto-tool-choice), or call without tools=")
