@@ -20,16 +20,17 @@ from .base import Request, ToolCall
 
 NO_PARAMETERS = {"type": "object", "properties": {}}
 MAX_CALLS = 8  # calls in one answer: a tiny model may otherwise repeat a call until max_tokens
-# The system note, worded for SmolLM2-135M. With "<your answer>" as a placeholder it wrote those
-# very words back; of the wordings tried (llama.cpp's own among them), a sentence on when to call
-# a tool made it pick a fitting tool most often, though still rarely: under "auto" the choice is
-# the model's, only the calls' shape is the grammar's.
+# The system note, worded for SmolLM2-135M. Shown a placeholder ({"response": "<text>"}, "your
+# reply"), it often wrote the placeholder back; the answer described in words it did not. Of the
+# wordings tried (llama.cpp's own among them), a sentence on when to call a tool made it pick a
+# fitting tool most often, though still not reliably: under "auto" the choice is the model's,
+# only the calls' shape is the grammar's.
 TOOLS_NOTE = "You have these tools:\n{tools}\n"
 CALL_FORMAT = '{{"tool_calls": [{{"name": "{name}", "arguments": {{...}}}}]}}'
 AUTO_NOTE = ("When the user asks something a tool can do, call the tool with JSON: {calls}. "
-             'For anything else, reply with JSON: {{"response": {reply}}}.')
-REPLY = '"your reply"'
-SCHEMA_REPLY = "your reply as JSON in the format asked for"
+             'For anything else, reply in JSON with your answer to the user as the "response" {what}.')
+REPLY = "string"
+SCHEMA_REPLY = "value, in the JSON format asked for"
 REQUIRED_NOTE = "Call one or more of them with JSON: {calls}."
 NAMED_NOTE = "Call the tool {name} with JSON: {calls}."
 CALLING = "Calling {calls}."
@@ -123,7 +124,7 @@ def note(request: Request) -> str:
                       for f in functions)
     if may_respond(request):
         reply = REPLY if request.schema is None else SCHEMA_REPLY
-        how = AUTO_NOTE.format(calls=CALL_FORMAT.format(name="tool name"), reply=reply)
+        how = AUTO_NOTE.format(calls=CALL_FORMAT.format(name="tool name"), what=reply)
     elif request.tool_choice == "required":
         how = REQUIRED_NOTE.format(calls=CALL_FORMAT.format(name="tool name"))
     else:
