@@ -70,11 +70,23 @@ def check_calls(completion, names) -> None:
         jsonschema.validate(json.loads(c.arguments), PARAMETERS[c.name])
 
 
-@pytest.fixture(scope="module", params=[1, 4], ids=["parallel=1", "parallel=4"])
-def backend(request):
-    model = Models.create("llamacpp:smollm2", parallel=request.param, temperature=0)
-    yield model.backend
-    model.backend.close()
+@pytest.fixture(scope="module")
+def engines():
+    """One embedded model running a task at a time and one running four, for these tests."""
+    backends = {n: Models.create("llamacpp:smollm2", parallel=n, temperature=0).backend for n in (1, 4)}
+    yield backends
+    for backend in backends.values():
+        backend.close()
+
+
+@pytest.fixture(params=[1, 4], ids=["parallel=1", "parallel=4"])
+def backend(engines, request):
+    return engines[request.param]
+
+
+@pytest.fixture
+def batched(engines):
+    return engines[4]
 
 
 # --- the engine, end to end -------------------------------------------------------------------------
@@ -94,20 +106,20 @@ def test_required_always_gives_calls(backend):
         check_calls(a, {"get_weather", "add"})
 
 
-def test_a_named_tool_gives_only_that_tool(backend):
-    for a in asyncio.run(run_all(backend, [ask(p, choice="add") for p in PROMPTS[:3]])):
+def test_a_named_tool_gives_only_that_tool(batched):
+    for a in asyncio.run(run_all(batched, [ask(p, choice="add") for p in PROMPTS[:3]])):
         check_calls(a, {"add"})
 
 
-def test_nested_parameters_fit_their_model(backend):
-    a = asyncio.run(backend.run(ask("Plan a trip from Lyon to Rome for 3 days.", (PLAN, ADD), "plan_trip"), call()))
+def test_nested_parameters_fit_their_model(batched):
+    a = asyncio.run(batched.run(ask("Plan a trip from Lyon to Rome for 3 days.", (PLAN, ADD), "plan_trip"), call()))
     check_calls(a, {"plan_trip"})
     assert all(isinstance(Trip.model_validate_json(c.arguments), Trip) for c in a.tool_calls)
 
 
-def test_with_a_schema_the_answer_is_json_of_it(backend):
+def test_with_a_schema_the_answer_is_json_of_it(batched):
     requests = [ask(p, schema=ANSWER) for p in ("What is 2 plus 3?", "How many legs has a cat?")]
-    for a in asyncio.run(run_all(backend, requests)):
+    for a in asyncio.run(run_all(batched, requests)):
         if a.tool_calls:
             check_calls(a, {"get_weather", "add"})
         else:
@@ -124,8 +136,8 @@ CONVERSATION = [
 ]
 
 
-def test_a_conversation_with_tool_results_goes_on(backend):
-    with_tools, without = asyncio.run(run_all(backend, [ask(CONVERSATION), ask(CONVERSATION, tools=())]))
+def test_a_conversation_with_tool_results_goes_on(batched):
+    with_tools, without = asyncio.run(run_all(batched, [ask(CONVERSATION), ask(CONVERSATION, tools=())]))
     if with_tools.tool_calls:
         check_calls(with_tools, {"get_weather", "add"})
     else:
@@ -153,15 +165,15 @@ def test_streaming_gives_the_response_as_decoded_and_calls_whole(backend):
         assert len([d for d in deltas if d.text]) > 1 and deltas[-1].finish == "stop"
 
 
-def test_an_answer_cut_in_its_calls_fails_and_says_so(backend):
+def test_an_answer_cut_in_its_calls_fails_and_says_so(batched):
     short = Generation(max_tokens=6, temperature=0)
     with pytest.raises(ModelCallError, match="max_tokens=6"):
-        asyncio.run(backend.run(ask(PROMPTS[0], choice="required", gen=short), call()))
+        asyncio.run(batched.run(ask(PROMPTS[0], choice="required", gen=short), call()))
 
 
-def test_a_tool_choice_naming_no_tool_is_refused(backend):
+def test_a_tool_choice_naming_no_tool_is_refused(batched):
     with pytest.raises(ConfigError, match="tool_choice='search' names no tool"):
-        asyncio.run(backend.run(ask(PROMPTS[0], choice="search"), call()))
+        asyncio.run(batched.run(ask(PROMPTS[0], choice="search"), call()))
 
 
 # --- the format, without the model ----------------------------------------------------------------
