@@ -238,3 +238,13 @@ def test_answers_are_read_back():
     assert read_answer('{"response": {"answer": 5}}', ask("hi", schema=ANSWER), "stop") == ('{"answer": 5}', (), "stop")
     assert read_answer('{"response": "cut he', ask("hi"), "length") == ("cut he", (), "length")
     assert read_answer('{"resp', ask("hi"), "length") == ("", (), "length")
+
+
+def test_a_tool_without_parameters_takes_an_empty_object():
+    now = {"type": "function", "function": {"name": "now", "description": "The time."}}
+    schema = answer_schema(ask("hi", tools=(now,), choice="required"))
+    jsonschema.validate({"tool_calls": [{"name": "now", "arguments": {}}]}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"tool_calls": [{"name": "now", "arguments": {"x": 1}}]}, schema)
+    with pytest.raises(ConfigError, match='tool_choice="required" needs tools'):
+        answer_schema(ask("hi", tools=(), choice="required"))
