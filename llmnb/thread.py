@@ -24,9 +24,11 @@ class Thread:
             self._add("system", inst)
 
     def user(self, text: str) -> Thread:
+        """Append a user turn; returns the thread."""
         return self._add("user", text)
 
     def assistant(self, text: str) -> Thread:
+        """Append an assistant turn (a model's answer); returns the thread."""
         return self._add("assistant", text)
 
     @property

@@ -156,12 +156,15 @@ class Timeline:
         return recorder.view(self._now(), render.MAX_ROWS)
 
     def to_text(self) -> str:
+        """The picture as text: a bar per task, the summary line and a legend."""
         return render.to_text(self._view(), self.title)
 
     def to_svg(self) -> str:
+        """The picture as an SVG document (what the notebook shows)."""
         return render.to_svg(self._view(), self.title)
 
     def save_svg(self, path) -> Path:
+        """Write `to_svg()` to `path`; returns the path."""
         path = Path(path)
         path.write_text(self.to_svg(), encoding="utf-8")
         return path
