@@ -5,10 +5,11 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import os
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
-from .backends.base import Generation
+from .backends.base import Backend, Generation
 from .errors import ConfigError
 from .model import Model
 
@@ -79,7 +80,7 @@ def _openai(name: str, api_key: str | None = None, base_url: str | None = None, 
                          max_retries=max_retries, timeout=timeout, rpm=rpm, tpm=tpm, http_client=http_client)
 
 
-PROVIDERS = {"llamacpp": _llamacpp, "openai": _openai}
+PROVIDERS: dict[str, Callable[..., Backend]] = {"llamacpp": _llamacpp, "openai": _openai}
 
 
 class Models:

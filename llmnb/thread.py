@@ -69,7 +69,7 @@ def messages_for(prompt: Any, inst: str | None, guide: str | None = None) -> tup
     if inst is not None and has_system:
         raise ConfigError("the prompt already has a system message; drop inst= or that message")
     if inst is not None or (guide is not None and not has_system):
-        messages.insert(0, {"role": "system", "content": inst if inst is not None else guide})
+        messages.insert(0, {"role": "system", "content": inst if inst is not None else str(guide)})
     elif guide is not None:
         first = next(i for i, m in enumerate(messages) if m["role"] == "system")
         messages[first] = {**messages[first], "content": f"{messages[first]['content']}\n{guide}"}

@@ -26,7 +26,7 @@ import codecs
 import threading
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,7 +158,7 @@ class Engine:
 
     def _drop_cancelled(self) -> None:
         for slot in list(self.running):
-            if slot.job.cancelled:
+            if slot.job is not None and slot.job.cancelled:
                 self._end(slot, None, keep_cache=False)
 
     def _admit(self) -> None:
@@ -183,6 +183,7 @@ class Engine:
                 f"(at most {self.lc.n_ctx_train}, the model's training context)"
             )
         gbnf = schema_to_gbnf(request.schema) if request.schema is not None else None
+        assert request.gen.temperature is not None and request.gen.max_tokens is not None  # LOCAL_DEFAULTS under all
         sampler = SequenceSampler(self.lc, temperature=request.gen.temperature, repeat_penalty=REPEAT_PENALTY,
                                   seed=request.gen.seed, gbnf=gbnf)
         slot, keep = self._place(prompt, free)
@@ -230,7 +231,8 @@ class Engine:
     def _batch(self) -> tuple[list, list]:
         """This step's (token, position, sequence, wants logits) items: the next token of every
         decoding sequence first, then as much of the waiting prompts as the batch holds."""
-        items, members = [], []
+        items: list[tuple[int, int, int, bool]] = []
+        members: list[tuple[Slot, int]] = []
         for slot in self.running:
             slot.row = -1
             if not slot.pending:
@@ -281,6 +283,7 @@ class Engine:
             slot.cached.append(slot.out[-1])
 
     def _sample(self, slot: Slot) -> None:
+        assert slot.sampler is not None and slot.job is not None  # a running slot holds both
         try:
             token = slot.sampler.sample(slot.row)
         except Exception as e:  # noqa: BLE001 - fails this sequence only
@@ -297,12 +300,14 @@ class Engine:
             self._post(slot.job, self._delta(slot, self.lc.piece(token), None))
 
     def _delta(self, slot: Slot, piece: bytes, finish: str | None) -> Delta:
+        assert slot.text is not None  # set with the job
         text = slot.text.decode(piece, final=finish is not None)
         return Delta(text, tokens_in=slot.n_prompt, tokens_out=len(slot.out), finish=finish)
 
     def _end(self, slot: Slot, outcome, *, keep_cache: bool = True) -> None:
         """Free the slot and post the job's last item (its final Delta, an exception, or None)."""
         job = slot.job
+        assert job is not None
         if keep_cache:  # the next task may reuse the start of this prompt, never the generated tokens
             del slot.cached[reusable(slot.n_prompt):]
             self.lc.forget(slot.seq, len(slot.cached))  # so that the cells are what `cached` says
@@ -362,14 +367,14 @@ class BatchedBackend(Backend):
     async def complete(self, request: Request, call: Call) -> Completion:
         return join([delta async for delta in self.stream(request, call)])
 
-    async def stream(self, request: Request, call: Call) -> AsyncIterator[Delta]:
+    async def stream(self, request: Request, call: Call) -> AsyncGenerator[Delta, None]:
         """The answer piece by piece, one per decode step. Leaving early (break, aclose, a
         cancelled task) stops the sequence and frees its slot and KV cells."""
         loop = asyncio.get_running_loop()
         job = Job(request, loop, asyncio.Queue())
         self._engine.submit(job)
         timer = loop.call_later(self.timeout, job.queue.put_nowait, LATE)  # one timer per call, not per piece
-        text = []
+        text: list[str] = []
         try:
             while True:
                 try:
