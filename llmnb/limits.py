@@ -84,7 +84,7 @@ class RateLimits:
         return min(known) if known else None
 
     def _make_buckets(self) -> dict[str, AsyncLimiter]:
-        return {kind: bucket(self.pace(kind)) for kind in KINDS if self.pace(kind)}
+        return {kind: bucket(pace) for kind in KINDS if (pace := self.pace(kind))}
 
     @property
     def active(self) -> bool:

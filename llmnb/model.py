@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import functools
 import inspect
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar, get_args
 
@@ -98,7 +99,8 @@ class Model:
         (temperature 0): a classification should not change from run to run.
         """
         label_type = labels_type(labels)
-        names = [m.value for m in label_type] if isinstance(label_type, type) else get_args(label_type)
+        is_enum = isinstance(label_type, type) and issubclass(label_type, enum.Enum)
+        names = [m.value for m in label_type] if is_enum else get_args(label_type)
         guide = CLASSIFY_INST.format(labels=", ".join(f'"{n}"' for n in names))
         gen = Generation(max_tokens, temperature, seed).over(self.defaults).over(Generation(temperature=0))
         return await self._run("classify", prompt, target_for(label_type), inst, gen, retries, guide=guide)
@@ -135,7 +137,7 @@ class Model:
         inside any tool loop, so tools always run for real)."""
         return await self.backend.run(request, call)
 
-    def _send_stream(self, request: Request, call: Call) -> AsyncIterator[Delta]:
+    def _send_stream(self, request: Request, call: Call) -> AsyncGenerator[Delta, None]:
         """`_send` for a streamed turn."""
         return self.backend.run_stream(request, call)
 
@@ -151,10 +153,10 @@ class Model:
         messages, gen, call = self._prepare(method, prompt, inst, gen, guide)
         with reported(call, Tally(0, 0)) as tally:
             for attempt in range(retries + 1):
-                request = Request(messages, gen, schema=target and target.schema)
+                request = Request(messages, gen, schema=target.schema if target else None)
                 completion = await self._send(request, call)
-                tally.tokens_in += completion.tokens_in or 0
-                tally.tokens_out += completion.tokens_out or 0
+                tally.tokens_in = (tally.tokens_in or 0) + (completion.tokens_in or 0)
+                tally.tokens_out = (tally.tokens_out or 0) + (completion.tokens_out or 0)
                 if target is None:
                     return completion.text
                 try:

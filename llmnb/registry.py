@@ -5,12 +5,13 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import os
+from collections.abc import Callable
 from dataclasses import fields
 from functools import partial
 from pathlib import Path
 
 from . import providers
-from .backends.base import Generation
+from .backends.base import Backend, Generation
 from .errors import ConfigError
 from .model import Model
 
@@ -85,7 +86,8 @@ def _openai(name: str, api_key: str | None = None, base_url: str | None = None, 
                          provider=provider, quirks=entry.quirks)
 
 
-PROVIDERS = {"llamacpp": _llamacpp, **{p: partial(_openai, provider=p) for p in providers.PROVIDERS}}
+PROVIDERS: dict[str, Callable[..., Backend]] = {
+    "llamacpp": _llamacpp, **{p: partial(_openai, provider=p) for p in providers.PROVIDERS}}
 
 
 class Models:

@@ -253,7 +253,7 @@ class SequenceSampler:
         L = self.L = lc.L
         self.lc = lc
         self.temperature = temperature
-        self._owned = []
+        self._owned: list[object] = []  # llama.cpp samplers, freed with this object
         self.penalties = self._own(L.llama_sampler_init_penalties(lc.n_vocab, PENALTY_LAST_N, repeat_penalty, 0.0, 0.0))
         # The tokens the penalty lowers: the last PENALTY_LAST_N accepted, as the sampler counts them.
         self._window: deque[int] = deque()

@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from typing import Any
 
 from ..errors import ConfigError, ModelCallError
 from .base import Request, ToolCall
 
-NO_PARAMETERS = {"type": "object", "properties": {}}
+NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 MAX_CALLS = 8  # calls in one answer: a tiny model may otherwise repeat a call until max_tokens
 # The system note, worded for SmolLM2-135M. Shown a placeholder ({"response": "<text>"}, "your
 # reply"), it often wrote the placeholder back; the answer described in words it did not. Of the
@@ -188,7 +189,7 @@ def _plain(message: dict) -> dict:
 
 def _result(message: dict, calls: dict[str, dict]) -> str:
     """One tool result as a line: the call (name and arguments) and what it returned."""
-    call = calls.get(message.get("tool_call_id")) or {"name": message.get("name", "tool")}
+    call = calls.get(message.get("tool_call_id") or "") or {"name": message.get("name", "tool")}
     return RESULT.format(call=_call(call), content=_text(message.get("content")))
 
 

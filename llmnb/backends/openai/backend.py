@@ -12,7 +12,6 @@ The HTTP client is the openai SDK's aiohttp transport unless `http_client=` says
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -133,7 +132,7 @@ class OpenAIBackend(Backend):
             return await send("json_schema", never)
         return await self._negotiated("schema_mode", ("json_schema", "json_object"), FORMAT_WORDS, send)
 
-    async def stream(self, request: Request, call: Call) -> AsyncIterator[Delta]:
+    async def stream(self, request: Request, call: Call) -> AsyncGenerator[Delta, None]:
         sent = 0
 
         def send(usage: bool, give_up: Callable[[Exception], bool]) -> Awaitable[tuple[Opened, Delta]]:
@@ -148,6 +147,7 @@ class OpenAIBackend(Backend):
 
             return self._retrying(attempt, give_up, call, tokens)
 
+        failed: Failed | None
         try:
             opened, first = await self._negotiated("stream_usage", (True, False), USAGE_WORDS, send)
         except Failed as e:
@@ -208,7 +208,9 @@ class OpenAIBackend(Backend):
         """The retry layer: run `attempt` (one request of about `tokens` tokens) until it succeeds,
         fails in a way not worth retrying (or that `give_up` names), or max_retries is spent; then
         raise `Failed`. Every request, first or retried, waits here for the rate limits first."""
-        for attempts in itertools.count(1):
+        attempts = 0
+        while True:
+            attempts += 1
             if self.limits.active:
                 await self.limits.admit(tokens, call.emit)
             try:
@@ -218,7 +220,7 @@ class OpenAIBackend(Backend):
             failure = self._describe(error)
             if not failure.retryable or attempts > self.max_retries or give_up(error):
                 raise Failed(failure, error, attempts)
-            if failure.status == 429:  # the whole model pauses: every call waits in admit
+            if failure.status == 429 and isinstance(error, self._openai.APIStatusError):  # every call waits in admit
                 self.limits.pause(error.response.headers, fallback=retry_delay(attempts, None))
             else:
                 await asyncio.sleep(retry_delay(attempts, failure.retry_after))
@@ -255,7 +257,7 @@ class OpenAIBackend(Backend):
                 await opened.close()
             raise
 
-    async def _deltas(self, response: Any) -> AsyncIterator[Delta]:
+    async def _deltas(self, response: Any) -> AsyncGenerator[Delta, None]:
         """The deltas of a streamed answer, its server-sent events read as JSON lines. (The SDK's
         own stream builds a pydantic model per chunk: a quarter of the client's CPU time, measured
         with 100 streams at once.)"""

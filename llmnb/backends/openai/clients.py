@@ -37,7 +37,7 @@ class Clients:
         try:
             client = self._spare.pop()
         except IndexError:  # the spare went to another loop
-            made = asyncio.ensure_future(asyncio.to_thread(lambda: loaded(self._make())))
+            made: asyncio.Future = asyncio.ensure_future(asyncio.to_thread(lambda: loaded(self._make())))
         else:
             made = asyncio.get_running_loop().create_future()
             made.set_result(client)
