@@ -166,9 +166,10 @@ class Model:
                    gen: Generation, retries: int = 0, guide: str | None = None, loop: ToolLoop | None = None) -> Any:
         loop = loop or ToolLoop(prompt)
         gen, call = self._prepare(method, prompt, inst, gen, loop, guide)
+        schema = target.schema if target else None
         with reported(call, Tally(0, 0)) as tally:
             for attempt in range(retries + 1):
-                completion = await loop.complete(lambda r: self._send(r, call), gen, target and target.schema, tally)
+                completion = await loop.complete(lambda r: self._send(r, call), gen, schema, tally)
                 try:
                     value = completion.text if target is None else parse(target, completion, gen)
                 except ExtractError as e:

@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import warnings
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from .backends.base import Completion, Delta, Generation, Request, ToolCall
@@ -70,12 +70,13 @@ class ToolLoop:
                 return completion
 
     async def stream(self, send: Callable[[Request], AsyncIterator[Delta]], gen: Generation,
-                     tally) -> AsyncIterator[str]:
+                     tally) -> AsyncGenerator[str, None]:
         """`complete` for a stream: the text of every turn as it arrives. A turn that asks for
         tools seldom writes text; when it does (a preamble), a blank line parts it from the next."""
         apart = False
         while True:
-            text, calls = [], []
+            text: list[str] = []
+            calls: list[ToolCall] = []
             async with contextlib.aclosing(send(self.request(gen, None))) as deltas:
                 async for delta in deltas:
                     count(tally, delta.tokens_in, delta.tokens_out)  # sent once, at a turn's end
@@ -103,6 +104,7 @@ class ToolLoop:
             raise MaxStepsError(f"the model still asked for tools at its turn {self.steps} of max_steps="
                                 f"{self.max_steps} (it asked for {asked}); raise max_steps=, or check what the "
                                 "tools return", asked=dict(self.asked), messages=self.messages)
+        assert self.call is not None, "begin() makes the call first"
         results = await run_calls(calls, self.toolbox, self.call)
         turn = {"role": "assistant", "content": completion.text or None,
                 "tool_calls": [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}

@@ -63,7 +63,7 @@ class Tool:
         if not callable(fn):
             raise ConfigError(f"a tool is a function or an async def, not {type(fn).__name__}")
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "")
+        self.name: str = name or getattr(fn, "__name__", "") or ""
         if not NAME.match(self.name):
             raise ConfigError(f"the tool name {self.name!r} is not valid: use letters, digits, _ and - (at most 64); "
                               "give a def a plain name or pass tool(name=...)")
@@ -113,7 +113,7 @@ def _arguments_model(fn: Callable, name: str) -> type[pydantic.BaseModel]:
         hints = typing.get_type_hints(fn, include_extras=True)
     except (TypeError, ValueError, NameError) as e:
         raise SchemaError(f"cannot read the signature of the tool {name} ({e}); annotate every parameter") from e
-    fields = {}
+    fields: dict[str, Any] = {}
     for p in signature.parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             raise SchemaError(f"the tool {name} takes *{p.name}: give it named parameters, each with a type")
