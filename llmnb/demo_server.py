@@ -156,7 +156,7 @@ class DemoServer:
             return f"The tools said: {' | '.join(results)}" if results else self.reply
         return json.dumps(self._example(schema, schema.get("$defs", {})))
 
-    def tool_calls(self, body: dict) -> list[dict]:
+    def ask_tools(self, body: dict) -> list[dict]:
         """The tool calls to ask for: every tool once (or the one tool_choice names), until
         `tool_rounds` turns have asked."""
         tools, choice = body.get("tools") or [], body.get("tool_choice")
@@ -189,7 +189,7 @@ class DemoServer:
     async def respond(self, body: dict) -> tuple[int, dict, bytes | Streamed] | None:
         """One answer: (status, headers, payload), or None to close the connection unanswered.
         Subclasses override this to inject faults; the latency is applied by the caller."""
-        calls = self.tool_calls(body)
+        calls = self.ask_tools(body)
         pieces = [] if calls else tokens(self.answer(body))
         finish = "tool_calls" if calls else "stop"
         if body.get("max_tokens") is not None and len(pieces) > body["max_tokens"]:
