@@ -62,6 +62,9 @@ class Tool:
                  max_concurrency: int | None = None):
         if not callable(fn):
             raise ConfigError(f"a tool is a function or an async def, not {type(fn).__name__}")
+        if isinstance(fn, Tool):  # tool(t, sequential=True): t's function with the new settings
+            fn, name = fn.fn, name or fn.name
+        functools.update_wrapper(self, fn)  # first: it copies the function's attributes over ours
         self.fn = fn
         self.name: str = name or getattr(fn, "__name__", "") or ""
         if not NAME.match(self.name):
@@ -76,7 +79,6 @@ class Tool:
         self.arguments = _arguments_model(fn, self.name)
         self.parameters = _parameters(self.arguments)
         self._gates = PerLoop(lambda: asyncio.Semaphore(max_concurrency)) if max_concurrency else None
-        functools.update_wrapper(self, fn)
 
     def __call__(self, *args, **kwargs):
         return self.fn(*args, **kwargs)
@@ -95,10 +97,11 @@ class Tool:
         values = self.arguments.model_validate_json(arguments.strip() or "{}")
         return {field: getattr(values, field) for field in type(values).model_fields}
 
-    def gate(self) -> contextlib.AbstractAsyncContextManager:
+    def _gate(self) -> contextlib.AbstractAsyncContextManager:
+        """What a run holds: a place under `max_concurrency` (one semaphore per event loop), or nothing."""
         return self._gates.get() if self._gates is not None else contextlib.nullcontext()
 
-    async def invoke(self, kwargs: dict[str, Any]) -> Any:
+    async def _invoke(self, kwargs: dict[str, Any]) -> Any:
         """Run the function: awaited when async, in a worker thread when not (with the caller's context)."""
         if self.is_async:
             return await self.fn(**kwargs)
@@ -222,9 +225,9 @@ async def run_one(call: ToolCall, toolbox: Toolbox, parent: Call) -> str:
         kwargs = t.validate(call.arguments)
         if t.max_concurrency:
             reporter.emit("waiting")
-        async with t.gate():
+        async with t._gate():
             reporter.emit("started")
-            value = await t.invoke(kwargs)
+            value = await t._invoke(kwargs)
         text = result_text(value)
     except asyncio.CancelledError:
         reporter.emit("cancelled")

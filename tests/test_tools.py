@@ -78,6 +78,8 @@ def test_decorated_tool_stays_callable_and_keeps_its_settings():
         return word.upper()
 
     assert find("hi") == "HI" and find.name == "lookup" and find.sequential and find.__doc__ == "Find a word."
+    capped = llmnb.tool(find, max_concurrency=2)  # a tool's function with other settings
+    assert (capped.name, capped.sequential, capped.max_concurrency, capped("a")) == ("lookup", False, 2, "A")
     assert as_tool(find) is find and as_tool(slow_async) is as_tool(slow_async)  # built once per function
 
 

@@ -200,3 +200,18 @@ def test_llm_parallel_gives_every_task_the_tools(server):
     bad = ip.run_cell("%%llm_parallel -m remote --tools weather,nope\na: hi\n", store_history=False)
     assert "--tools: nope is not defined" in str(bad.error_in_exec)
     ip.user_ns["remote"].close()
+
+
+def test_cancelling_a_call_cancels_its_tool_runs(model, server):
+    async def main():
+        async with Timeline(display=False) as tl:
+            task = asyncio.create_task(model.generate_async("Weather?", tools=[weather]))
+            await asyncio.sleep(LATENCY + SLOW / 2)  # the tool is running
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        return tl
+
+    rows = asyncio.run(main()).records()
+    assert [(r["method"], r["status"]) for r in rows] == [("generate", "cancelled"), ("tool", "cancelled")]
+    assert len(server.bodies) == 1
