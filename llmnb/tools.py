@@ -44,14 +44,7 @@ ERROR_WIDTH = 500  # a tool's error goes back to the model, cut to this many cha
 # Sync tools run in llmnb's own pool: the loop's default executor has only cores + 4 workers (6 on
 # 2 cores), shared with name resolution, and sync tools mostly wait on I/O.
 POOL_SIZE = 64
-_pool: ThreadPoolExecutor | None = None
-
-
-def _threads() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(POOL_SIZE, thread_name_prefix="llmnb-tool")
-    return _pool
+_threads = ThreadPoolExecutor(POOL_SIZE, thread_name_prefix="llmnb-tool")  # its threads start when first needed
 
 
 class Tool:
@@ -106,7 +99,7 @@ class Tool:
         if self.is_async:
             return await self.fn(**kwargs)
         context = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(_threads(), lambda: context.run(self.fn, **kwargs))
+        return await asyncio.get_running_loop().run_in_executor(_threads, lambda: context.run(self.fn, **kwargs))
 
 
 def _arguments_model(fn: Callable, name: str) -> type[pydantic.BaseModel]:
