@@ -85,8 +85,8 @@ class Model:
                              max_steps: int = MAX_STEPS, tool_choice: str = "auto") -> str:
         """Free text answer to `prompt`: a str, a list of {"role": ..., "content": ...} messages, or
         an `llmnb.Thread`. `inst` is a system instruction."""
-        loop = ToolLoop(prompt, tools, tool_choice, max_steps)
-        return await self._run("generate", prompt, None, inst, Generation(max_tokens, temperature, seed), loop=loop)
+        gen, turns = Generation(max_tokens, temperature, seed), ToolLoop(prompt, tools, tool_choice, max_steps)
+        return await self._run("generate", prompt, None, inst, gen, 0, None, turns)
 
     async def extract_async(self, target: type[T] | Any, prompt: Prompt, *, inst: str | None = None,
                             retries: int = 0, max_tokens: int | None = None, temperature: float | None = None,
@@ -99,8 +99,8 @@ class Model:
         the raw text. `retries=N` asks the model again up to N times, telling it what was wrong.
         With tools, the type is that of the final answer.
         """
-        gen, loop = Generation(max_tokens, temperature, seed), ToolLoop(prompt, tools, tool_choice, max_steps)
-        return await self._run("extract", prompt, target_for(target), inst, gen, retries, EXTRACT_INST, loop)
+        gen, turns = Generation(max_tokens, temperature, seed), ToolLoop(prompt, tools, tool_choice, max_steps)
+        return await self._run("extract", prompt, target_for(target), inst, gen, retries, EXTRACT_INST, turns)
 
     async def classify_async(self, labels: Any, prompt: Prompt, *, inst: str | None = None,
                              retries: int = 0, max_tokens: int | None = None, temperature: float | None = None,
@@ -115,8 +115,8 @@ class Model:
         names = [m.value for m in label_type] if isinstance(label_type, type) else get_args(label_type)
         guide = CLASSIFY_INST.format(labels=", ".join(f'"{n}"' for n in names))
         gen = Generation(max_tokens, temperature, seed).over(self.defaults).over(Generation(temperature=0))
-        loop = ToolLoop(prompt, tools, tool_choice, max_steps)
-        return await self._run("classify", prompt, target_for(label_type), inst, gen, retries, guide, loop)
+        turns = ToolLoop(prompt, tools, tool_choice, max_steps)
+        return await self._run("classify", prompt, target_for(label_type), inst, gen, retries, guide, turns)
 
     async def stream_async(self, prompt: Prompt, *, inst: str | None = None, max_tokens: int | None = None,
                            temperature: float | None = None, seed: int | None = None, tools: Sequence = (),
@@ -130,13 +130,13 @@ class Model:
         model's `timeout=` bounds the wait for the first piece and each wait for the next. With
         tools, the turns that ask for tools run them and the answer streams.
         """
-        loop = ToolLoop(prompt, tools, tool_choice, max_steps)
-        gen, call = self._prepare("stream", prompt, inst, Generation(max_tokens, temperature, seed), loop)
+        turns = ToolLoop(prompt, tools, tool_choice, max_steps)
+        gen, call = self._prepare("stream", prompt, inst, Generation(max_tokens, temperature, seed), turns)
         with reported(call, Tally()) as tally:
-            async with contextlib.aclosing(loop.stream(lambda r: self._send_stream(r, call), gen, tally)) as pieces:
+            async with contextlib.aclosing(turns.stream(lambda r: self._send_stream(r, call), gen, tally)) as pieces:
                 async for piece in pieces:
                     yield piece
-            loop.record()
+            turns.record()
 
     generate = sync_twin(generate_async)
     extract = sync_twin(extract_async)
@@ -155,30 +155,29 @@ class Model:
         """`_send` for a streamed turn."""
         return self.backend.run_stream(request, call)
 
-    def _prepare(self, method: str, prompt: Prompt, inst: str | None, gen: Generation, loop: ToolLoop,
+    def _prepare(self, method: str, prompt: Prompt, inst: str | None, gen: Generation, turns: ToolLoop,
                  guide: str | None = None) -> tuple[Generation, Call]:
-        """The messages to send (into `loop`), the settings laid over the defaults, and the call's reporter."""
+        """The messages to send (into `turns`), the settings laid over the defaults, and the call's reporter."""
         messages = messages_for(prompt, inst, guide)
-        call = loop.begin(messages, Call(method, excerpt(label_of(messages)), self.name))
+        call = turns.begin(messages, Call(method, excerpt(label_of(messages)), self.name))
         return gen.over(self.defaults).over(self.backend.defaults), call
 
     async def _run(self, method: str, prompt: Prompt, target: Target | None, inst: str | None,
-                   gen: Generation, retries: int = 0, guide: str | None = None, loop: ToolLoop | None = None) -> Any:
-        loop = loop or ToolLoop(prompt)
-        gen, call = self._prepare(method, prompt, inst, gen, loop, guide)
+                   gen: Generation, retries: int, guide: str | None, turns: ToolLoop) -> Any:
+        gen, call = self._prepare(method, prompt, inst, gen, turns, guide)
         schema = target.schema if target else None
         with reported(call, Tally(0, 0)) as tally:
             for attempt in range(retries + 1):
-                completion = await loop.complete(lambda r: self._send(r, call), gen, schema, tally)
+                completion = await turns.complete(lambda r: self._send(r, call), gen, schema, tally)
                 try:
                     value = completion.text if target is None else parse(target, completion, gen)
                 except ExtractError as e:
                     if attempt == retries:
                         raise
-                    loop.messages += ({"role": "assistant", "content": completion.text},
-                                      {"role": "user", "content": REASK.format(error=e)})
+                    turns.messages += ({"role": "assistant", "content": completion.text},
+                                       {"role": "user", "content": REASK.format(error=e)})
                     continue
-                loop.record()
+                turns.record()
                 return value
 
 

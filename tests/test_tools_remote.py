@@ -1,7 +1,7 @@
 """The tool loop against a real OpenAI-compatible HTTP server on 127.0.0.1 (llmnb's demo server,
 which asks for every tool it is sent, then answers from their results): concurrency of one turn,
 errors reaching the model, max_steps, tool_choice, streaming with tool-call fragments, Thread,
-the timeline, traces, OpenTelemetry and the magics."""
+the timeline, traces and OpenTelemetry (the magics' --tools: tests/test_magics.py)."""
 
 from __future__ import annotations
 
@@ -181,25 +181,6 @@ def test_tool_rows_overlap_on_the_timeline_trace_and_spans(model, server, tmp_pa
     assert failed.attributes["gen_ai.operation.name"] == "execute_tool"
     assert failed.attributes["gen_ai.tool.name"] == "broken" and failed.attributes["error.type"] == "ConnectionError"
     provider.shutdown()
-
-
-def test_llm_parallel_gives_every_task_the_tools(server):
-    from IPython.testing.globalipapp import start_ipython
-
-    ip = start_ipython()
-    ip.run_cell("%load_ext llmnb", store_history=False)
-    ip.user_ns.update(weather=weather, hotels=hotels, remote=Models.create("openai:demo", base_url=server.base_url,
-                                                                         api_key="k"))
-    result = ip.run_cell("%%llm_parallel -m remote -q -o res --tools weather,hotels\n"
-                         "lisbon: Plan Lisbon\nporto: Plan Porto\n", store_history=False)
-    assert result.success, result.error_in_exec
-    res = ip.user_ns["res"]
-    assert all("sunny in Lisbon" in res[name] for name in ("lisbon", "porto"))
-    tools = [r for r in res.timeline.records() if r["method"] == "tool"]
-    assert sorted(r["name"] for r in tools) == ["lisbon: hotels", "lisbon: weather", "porto: hotels", "porto: weather"]
-    bad = ip.run_cell("%%llm_parallel -m remote --tools weather,nope\na: hi\n", store_history=False)
-    assert "--tools: nope is not defined" in str(bad.error_in_exec)
-    ip.user_ns["remote"].close()
 
 
 def test_cancelling_a_call_cancels_its_tool_runs(model, server):
