@@ -77,9 +77,11 @@ class ToolLoop:
         while True:
             text: list[str] = []
             calls: list[ToolCall] = []
+            sizes: list[tuple[int | None, int | None]] = [(None, None)]
             async with contextlib.aclosing(send(self.request(gen, None))) as deltas:
                 async for delta in deltas:
-                    count(tally, delta.tokens_in, delta.tokens_out)  # sent once, at a turn's end
+                    if delta.tokens_in is not None or delta.tokens_out is not None:
+                        sizes.append((delta.tokens_in, delta.tokens_out))  # the turn's counts so far: the last hold
                     calls.extend(delta.tool_calls)
                     if delta.text:
                         if apart:
@@ -87,6 +89,7 @@ class ToolLoop:
                             apart = False
                         text.append(delta.text)
                         yield delta.text
+            count(tally, *sizes[-1])
             if not await self.ran_tools(Completion("".join(text), tool_calls=tuple(calls))):
                 return
             apart = apart or bool(text)

@@ -13,7 +13,7 @@ import pytest
 
 import llmnb
 from llmnb import MaxStepsError, Models, Thread, Timeline
-from llmnb.demo_server import DemoServer
+from llmnb.demo_server import PROMPT_TOKENS, DemoServer
 
 SLOW = 0.6
 LATENCY = 0.05
@@ -122,6 +122,7 @@ def test_a_streamed_call_with_tools_streams_the_answer(model, server):
                                                                      {"city": "Lisbon", "nights": 2}]
     stream_row = next(r for r in tl.records() if r["method"] == "stream")
     assert stream_row["status"] == "done" and {r["parent"] for r in tl.records()} == {None, stream_row["id"]}
+    assert stream_row["tokens_in"] == 2 * PROMPT_TOKENS  # both turns' counts, each reported once, added
 
 
 def test_extract_validates_the_final_answer(model, server):
