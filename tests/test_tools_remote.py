@@ -201,3 +201,16 @@ def test_cancelling_a_call_cancels_its_tool_runs(model, server):
     rows = asyncio.run(main()).records()
     assert [(r["method"], r["status"]) for r in rows] == [("generate", "cancelled"), ("tool", "cancelled")]
     assert len(server.bodies) == 1
+
+
+def test_two_calls_with_tools_on_one_thread_at_once_keep_it_whole(model, server):
+    chat = Thread().user("Lisbon?")
+
+    async def main():
+        return await asyncio.gather(model.generate_async(chat, tools=[weather]),
+                                    model.generate_async(chat, tools=[hotels]))
+
+    with pytest.warns(RuntimeWarning, match="the Thread changed while a call with tools ran on it"):
+        answers = asyncio.run(main())
+    assert all(isinstance(a, str) for a in answers)
+    assert [m["role"] for m in chat.messages] == ["user", "assistant", "tool"]  # the first call's turns only
