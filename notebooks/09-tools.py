@@ -186,8 +186,9 @@ print([m["role"] for m in chat.messages])
 #
 # The embedded SmolLM2-135M runs here, with no network. Its grammar lets it write either a
 # tool call whose arguments fit the tool's schema, or an answer, so every call it makes can be
-# run. Whether it picks sensible arguments is up to a 135M model; here `tool_choice="required"`
-# makes its first turn a call.
+# run; `tool_choice="required"` makes its first turn a call. Whether it picks sensible arguments,
+# and when to stop calling, is up to a 135M model: it often asks again and again, and then
+# `max_steps=3` ends the loop with a `MaxStepsError` that names what it kept asking for.
 
 # %% tags=["nbval-ignore-output"]
 local = Models.create()
@@ -203,7 +204,7 @@ def forecast(city: str, days: int) -> str:
 with Timeline(title="the embedded model with a tool") as offline:
     try:
         answer = await local.generate_async("What will the weather be in Paris for 3 days?", tools=[forecast],
-                                            tool_choice="required", max_steps=3, max_tokens=96, temperature=0)
+                                            tool_choice="required", max_steps=3, max_tokens=256, temperature=0)
     except MaxStepsError as e:  # a tiny model may keep asking
         answer = str(e)
 print("the model asked for:", asked)
