@@ -20,7 +20,7 @@ def test_the_embedded_model_calls_a_tool_whose_arguments_fit(embedded_model):
         async with Timeline(display=False) as tl:
             try:
                 answer = await embedded_model.generate_async("What will the weather be in Paris for 3 days?",
-                                                             tools=[forecast], tool_choice="required", max_tokens=96,
+                                                             tools=[forecast], tool_choice="required", max_tokens=256,
                                                              temperature=0, max_steps=3)
             except MaxStepsError:  # a tiny model may keep calling; each call must still fit
                 answer = None
@@ -43,7 +43,7 @@ def test_the_embedded_model_streams_an_answer_after_a_tool(embedded_model):
         async with Timeline(display=False) as tl:
             try:
                 async for piece in embedded_model.stream_async("What time is it?", tools=[now], tool_choice="now",
-                                                               max_tokens=64, temperature=0, max_steps=3):
+                                                               max_tokens=256, temperature=0, max_steps=3):
                     pieces.append(piece)
             except MaxStepsError:  # a tiny model may keep calling
                 pass
