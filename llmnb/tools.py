@@ -10,7 +10,7 @@ the model's arguments are validated against it before the call. The calls of one
 at once: async tools as tasks, sync tools in worker threads, so a blocking tool never freezes the
 event loop (nor a live timeline). `tool(sequential=True)` makes a tool run alone, after the calls
 before it in its turn and before those after it; `tool(max_concurrency=N)` lets at most N runs of
-it go at once, over every call of the program (a rate-limited API, a database).
+it go at once, over every call on the event loop (a rate-limited API, a database).
 
 A tool that raises, arguments that do not fit, or a tool name the model made up: "TypeName:
 message" goes back to the model as that call's result, and the loop goes on. Each run is a call
