@@ -5,14 +5,15 @@
     label = await model.classify_async(["spam", "not spam"], "I am a Nigerian prince...")
 """
 
-from .errors import ConfigError, ExtractError, LlmnbError, ModelCallError, SchemaError
+from .errors import ConfigError, ExtractError, LlmnbError, MaxStepsError, ModelCallError, SchemaError
 from .events import CallEvent, listen
 from .model import Model
 from .registry import Models
 from .thread import Thread
+from .tools import Tool, tool
 
-__all__ = ["Models", "Model", "Thread", "Timeline", "listen", "CallEvent",
-           "LlmnbError", "ConfigError", "SchemaError", "ExtractError", "ModelCallError"]
+__all__ = ["Models", "Model", "Thread", "Timeline", "listen", "CallEvent", "tool", "Tool",
+           "LlmnbError", "ConfigError", "SchemaError", "ExtractError", "ModelCallError", "MaxStepsError"]
 __version__ = "0.1.0"
 
 
