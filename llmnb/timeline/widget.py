@@ -15,6 +15,7 @@ import json
 import threading
 import time
 import warnings
+from contextvars import ContextVar
 from pathlib import Path
 
 from .. import events
@@ -25,6 +26,15 @@ from .recorder import Recorder, View
 FPS = 10
 DRAW_SHARE = 100  # the pause after a redraw, in multiples of the redraw's own time
 HINT = "(install ipywidgets and run in Jupyter for the live picture: pip install ipywidgets)"
+
+_open: ContextVar[tuple[Recorder, ...]] = ContextVar("llmnb_open_timelines", default=())
+
+
+def expect_calls(n: int) -> None:
+    """Tell the timelines open in this context that `n` more calls are coming, so a big run's
+    picture shows its progress as done / total and the time left (a task runner calls it)."""
+    for recorder in _open.get():
+        recorder.expect(n)
 
 
 def _in_kernel() -> bool:
@@ -56,6 +66,7 @@ class Timeline:
         self._stop = threading.Event()
         self._painter: threading.Thread | None = None
         self._closed_at: float | None = None
+        self._opened = None
 
     # -- the block ---------------------------------------------------------------------------
     def __enter__(self) -> Timeline:
@@ -67,6 +78,7 @@ class Timeline:
         self._closed_at = None
         self._listening = events.listen(self._recorder)
         self._listening.__enter__()
+        self._opened = _open.set((*_open.get(), self._recorder))
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -85,6 +97,7 @@ class Timeline:
             self._probe_task.cancel()
             self._probe = self._probe_task = None
         self._listening.__exit__(*exc)
+        _open.reset(self._opened)
         self._recorder.close_open_rows(self._closed_at)
         self._stop.set()
         if self._painter is not None:
@@ -121,6 +134,15 @@ class Timeline:
         call.emit("finished")
         return result
 
+    def expect(self, n: int) -> None:
+        """Say that `n` more calls are coming (e.g. `tl.expect(len(items))` before a gather), so a
+        big run's picture shows done / total and the time left."""
+        if self._recorder is None:
+            raise RuntimeError("expect() tells an open timeline: use it inside `with Timeline() as tl:`")
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"expect takes a number of calls (0 or more), not {n!r}")
+        self._recorder.expect(n)
+
     # -- data out ----------------------------------------------------------------------------
     def _now(self) -> float:
         end = self._closed_at if self._closed_at is not None else time.perf_counter()
@@ -130,19 +152,23 @@ class Timeline:
         """One dict per task: name, method, model, created/start/end (seconds from the timeline's
         start; start is the first attempt's), wait (seconds waiting for a slot), throttled (seconds
         waiting for the rate limit), status, tokens_in, tokens_out, error, ttft (seconds from start to
-        the first token, None when unknown) and tokens_per_s (output tokens over the time after the
-        first token)."""
+        the first token, None when unknown), tokens_per_s (output tokens over the time after the
+        first token), cached (answered from the cache) and cost (USD, None when the price is
+        unknown; for a cached answer, what it would have cost)."""
         if self._recorder is None:
             return []
         now = self._now()
         return [{"name": r.label, "method": r.method, "model": r.model, "created": r.created, "start": r.started,
                  "end": r.end, "wait": r.time_in("waiting", now), "throttled": r.time_in("throttled", now),
                  "status": r.status, "tokens_in": r.tokens_in, "tokens_out": r.tokens_out, "error": r.error,
-                 "ttft": r.ttft(), "tokens_per_s": r.tokens_per_s(now)} for r in self._recorder.rows()]
+                 "ttft": r.ttft(), "tokens_per_s": r.tokens_per_s(now), "cached": r.cached, "cost": r.cost}
+                for r in self._recorder.rows()]
 
     def summary(self) -> dict:
         """tasks; wall (first creation to last end); busy (sum of running times) and speedup (busy / wall);
-        ttft_median (seconds, None when no call reported its first token); throttled (seconds, summed)."""
+        ttft_median (seconds, None when no call reported its first token); throttled (seconds, summed);
+        cached (calls answered from the cache); cost (USD of the calls sent) and saved (what the
+        cached answers would have cost), both None when no call reported a cost."""
         return self._view().summary
 
     @property
@@ -151,9 +177,9 @@ class Timeline:
         return list(self._recorder.lags) if self._recorder else []
 
     def _view(self) -> View:
-        """What a redraw needs, touching only the rows drawn."""
+        """What a redraw needs, touching only the rows drawn (none, for a big run)."""
         recorder = self._recorder or Recorder(0.0)
-        return recorder.view(self._now(), render.MAX_ROWS)
+        return recorder.view(self._now(), render.MAX_ROWS, render.BIG_ROWS)
 
     def to_text(self) -> str:
         return render.to_text(self._view(), self.title)
