@@ -4,8 +4,10 @@ the cache, failed). Pure state, no clock: the recorder feeds it under its lock.
 
 Memory and the cost of a redraw stay the same for 100 calls or 100,000: the strip has `BINS` bins;
 when the run outgrows them, neighbours are merged in pairs and each bin covers twice the time.
-A level (calls in a phase) is a step function of time, so each bin keeps its integral (seconds
-times calls); its mean is the integral over the bin's width, exact whatever the events' rate.
+A level (calls in a phase) is a step function of time; each bin keeps the sum of its changes and
+of each change times the time from it to the bin's end, which gives the bin's integral (seconds
+times calls) exactly, whatever the events' rate and order (threads may deliver them a little out
+of order); the mean over a bin is that integral over its width.
 """
 
 from __future__ import annotations
@@ -21,60 +23,53 @@ ENDS = ("done", "cached", "failed")  # how calls end, counted per bin ("done": s
 class Strip:
     def __init__(self):
         self.width = FIRST_WIDTH
-        self.counts = dict.fromkeys(LEVELS, 0)  # calls in each phase now
-        self.area = {name: [0.0] * BINS for name in LEVELS}  # per bin: seconds x calls
+        self.changes = {name: [0] * BINS for name in LEVELS}  # per bin: calls in, less calls out
+        self.tails = {name: [0.0] * BINS for name in LEVELS}  # per bin: each change x (bin's end - its time)
         self.ends = {name: [0] * BINS for name in ENDS}
-        self.at = 0.0  # the integrals are complete up to here
+        self.until = 0.0  # the latest time seen
 
     def move(self, t: float, old: str | None, new: str | None) -> None:
         """A call left phase `old` and entered `new` (either may be a phase not drawn, or None)."""
-        self._advance(t)
-        if old in self.counts:
-            self.counts[old] -= 1
-        if new in self.counts:
-            self.counts[new] += 1
+        for name, change in ((old, -1), (new, 1)):
+            if name in self.changes:
+                b = self._bin(t)
+                self.changes[name][b] += change
+                self.tails[name][b] += change * ((b + 1) * self.width - max(t, 0.0))
 
     def end(self, t: float, how: str) -> None:
-        self._advance(t)
-        self.ends[how][self._bin(max(t, 0.0))] += 1
+        self.ends[how][self._bin(t)] += 1
 
     def _bin(self, t: float) -> int:
-        return min(int(t / self.width), BINS - 1)
-
-    def _advance(self, t: float) -> None:
-        """Add the current levels from `at` up to `t` into the bins (a late event from another
-        thread, a little before `at`, counts at `at`)."""
-        if t <= self.at:
-            return
+        t = max(t, 0.0)
         while t >= BINS * self.width:
             self._coarsen()
-        levels = [(self.area[name], n) for name, n in self.counts.items() if n]
-        while self.at < t:
-            b = self._bin(self.at)
-            until = min(t, (b + 1) * self.width)
-            if until <= self.at:  # float rounding at a bin's edge: the next bin
-                until = min(t, (b + 2) * self.width)
-                b = min(b + 1, BINS - 1)
-            for area, n in levels:
-                area[b] += n * (until - self.at)
-            self.at = until
+        self.until = max(self.until, t)
+        return min(int(t / self.width), BINS - 1)
 
     def _coarsen(self) -> None:
-        def pairs(values):
-            merged = [values[i] + values[i + 1] for i in range(0, BINS, 2)]
-            return merged + [type(values[0])()] * (BINS - len(merged))
-
-        self.area = {name: pairs(v) for name, v in self.area.items()}
-        self.ends = {name: pairs(v) for name, v in self.ends.items()}
+        """Merge bins in pairs. A change in the first of a pair now also holds through the second."""
+        w = self.width
+        self.tails = {name: [tails[i] + tails[i + 1] + w * self.changes[name][i] for i in range(0, BINS, 2)]
+                      + [0.0] * (BINS // 2) for name, tails in self.tails.items()}
+        for counts in (self.changes, self.ends):
+            for name, v in counts.items():
+                counts[name] = [v[i] + v[i + 1] for i in range(0, BINS, 2)] + [0] * (BINS // 2)
         self.width *= 2
 
     def snapshot(self, now: float) -> StripView:
-        """The strip up to `now` (levels still held count until then), as plain lists."""
-        self._advance(now)
-        used = min(self._bin(max(self.at, 0.0)) + 1, BINS)
-        return StripView(self.width, used, max(self.at, now),
-                         {name: v[:used] for name, v in self.area.items()},
-                         {name: v[:used] for name, v in self.ends.items()})
+        """The strip up to `now` (or the latest event, if later): each bin's integral, as lists."""
+        used = self._bin(max(now, self.until)) + 1
+        until, w = self.until, self.width
+        area = {}
+        for name in LEVELS:
+            level, out = 0, []
+            for b in range(used):
+                stop = min((b + 1) * w, until)
+                changes = self.changes[name][b]
+                out.append(self.tails[name][b] - changes * ((b + 1) * w - stop) + level * (stop - b * w))
+                level += changes
+            area[name] = out
+        return StripView(w, used, until, area, {name: v[:used] for name, v in self.ends.items()})
 
 
 @dataclass
