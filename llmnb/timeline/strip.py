@@ -37,7 +37,8 @@ class Strip:
                 self.tails[name][b] += change * ((b + 1) * self.width - max(t, 0.0))
 
     def end(self, t: float, how: str) -> None:
-        self.ends[how][self._bin(t)] += 1
+        b = self._bin(t)  # first: finding the bin may merge bins into new lists
+        self.ends[how][b] += 1
 
     def _bin(self, t: float) -> int:
         t = max(t, 0.0)
