@@ -145,7 +145,7 @@ def test_the_text_form_of_10000_rows_reads_progress_pace_and_cost(big):
     assert lines[0] == f"labels (0 .. {NOW:.2f} s)"
     progress = lines[1].split("| ", 1)[1]
     assert progress == (f"{finished:,} / {EXPECTED:,} ({100 * finished / EXPECTED:.0f} %) · {ended['failed']} failed"
-                        f" · {ended['cached']:,} from the cache · {N - finished} in flight")
+                        f" · {ended['cached']:,} from the cache · {N - finished} under way")
     bar = lines[1].split("|")[1]
     assert len(bar) == render.TEXT_BAR and bar.count("=") == round(ended["done"] / EXPECTED * render.TEXT_BAR)
     pace = lines[2].strip()
@@ -272,7 +272,7 @@ def test_tool_runs_are_not_counted_as_the_runs_calls():
             tool.emit("finished")
             call.emit("finished")
         text = tl.to_text()
-    assert "250 / 300 (83 %)" in text and "in flight" not in text.splitlines()[1]
+    assert "250 / 300 (83 %)" in text and "under way" not in text.splitlines()[1]
     assert len(tl.records()) == 500 and tl.summary()["tasks"] == 500
 
 
@@ -345,3 +345,5 @@ def test_compare_a_big_and_a_small_run_on_one_axis():
     assert sum(g.get("class") == "llmnb-progress" for g in root.iter(f"{NS}g")) == 1
     text = picture.to_text()
     assert "300 / 300 (100 %)" in text and "generate: one" in text and bigrun.TEXT_LEGEND in text
+    pace = text.splitlines()[3].strip()  # under the title and the progress line
+    assert re.fullmatch(r"[\d.,]+ calls/s · took [\d.]+ s · cost \$0\.300", pace), pace  # not "so far": it ended

@@ -18,7 +18,7 @@ RATE_WINDOW = 10.0  # seconds: the rate (and the time left) of a live run is tha
 SPARK = " ▁▂▃▄▅▆▇█"
 PROGRESS_MARKS = {"done": "=", "cached": "c", "failed": "x", "cancelled": "/"}
 TEXT_LEGEND = ("big run: progress = answered  c from the cache  x failed  / cancelled; strips over time:"
-               " calls in flight and throttled (mean at once), finishing (a second), x a call failed")
+               " calls in flight (running) and throttled (mean at once), finishing (a second), x a call failed")
 STRIP_H = 2 * render.ROW_H
 STRIPS = (("in flight", "running", "at once"), ("throttled", "throttled", "at once"),
           ("finishing", "finishing", "a second"))
@@ -26,6 +26,11 @@ FILLS = {"done": f'fill="{render.COLOURS["done"]}"', "cached": render.CACHED,
          "failed": f'fill="{render.COLOURS["failed"]}"', "cancelled": f'fill="{render.COLOURS["cancelled"]}"',
          "running": f'fill="{render.COLOURS["running"]}"',
          "throttled": f'fill="url(#llmnb-throttle)" stroke="{render.COLOURS["throttled"]}" stroke-width="0.5"'}
+
+
+def amount(x: float) -> str:
+    """3 significant digits, never in exponent form: 0.25, 42.5, 1,830."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
 def duration(seconds: float) -> str:
@@ -54,14 +59,14 @@ def counts(progress: Progress) -> list[str]:
     ended = progress.ended
     out = [f"{ended[how]:,} {what}" for how, what in (("failed", "failed"), ("cached", "from the cache"),
                                                       ("cancelled", "cancelled")) if ended[how]]
-    running = progress.calls - progress.finished
-    return out + ([f"{running:,} in flight"] if running else [])
+    under_way = progress.calls - progress.finished  # running, or waiting for a slot or the rate limit
+    return out + ([f"{under_way:,} under way"] if under_way else [])
 
 
 def pace(progress: Progress, summary: dict) -> list[str]:
     """The rate, the time left (live) or taken, and the cost so far."""
     per_s = rate(progress, summary)
-    out = [f"{per_s:.3g} calls/s"]
+    out = [f"{amount(per_s)} calls/s"]
     left = progress.total - progress.finished
     if progress.open and progress.expected and left > 0:
         out.append(f"about {duration(left / per_s)} left" if per_s > 0 else
@@ -70,7 +75,7 @@ def pace(progress: Progress, summary: dict) -> list[str]:
         out.append(f"took {duration(summary['wall'])}" + (f", {left:,} never started" if left > 0 else ""))
     if summary["cost"] is not None:
         saved = f" (saved {render.money(summary['saved'])})" if summary["cached"] else ""
-        out.append(f"cost {render.money(summary['cost'])} so far{saved}")
+        out.append(f"cost {render.money(summary['cost'])}{' so far' if progress.open else ''}{saved}")
     return out
 
 
@@ -92,7 +97,7 @@ def text_lines(progress: Progress, summary: dict, span: float, bar) -> list[str]
               "finishing": [sum(c[2].values()) / seconds for c in columns]}
     for label, name, unit in STRIPS:
         top = max(series[name])
-        lines.append(f"{label:<38} |{spark(series[name], top)}| up to {top:.3g} {unit}")
+        lines.append(f"{label:<38} |{spark(series[name], top)}| up to {amount(top)} {unit}")
     failed = [("x", (i + 0.2) * seconds, (i + 0.8) * seconds) for i, c in enumerate(columns) if c[2]["failed"]]
     if failed:
         lines.append(f"{'failed':<38} |{bar(failed)}| {progress.ended['failed']:,} in all")
@@ -151,7 +156,7 @@ def _strip(out: list[str], strip: StripView, label: str, name: str, unit: str, y
     out.append(f'<g class="llmnb-strip" data-name="{name}"><title>{label}: calls {unit}, over bins of'
                f' {strip.width:g} s</title>'
                f'<text x="{render.PAD}" y="{y + 14}" fill="currentColor">{label}</text>'
-               f'<text x="{render.PAD}" y="{y + 28}" fill="currentColor" fill-opacity="0.7">up to {top:.3g} {unit}'
+               f'<text x="{render.PAD}" y="{y + 28}" fill="currentColor" fill-opacity="0.7">up to {amount(top)} {unit}'
                f'</text><line x1="{x(0):.1f}" y1="{bottom}" x2="{x(strip.until):.1f}" y2="{bottom}"'
                ' stroke="currentColor" stroke-opacity="0.3"/>')
     for a, b, stack in bins:
