@@ -309,9 +309,10 @@ def _svg_row(row: Row, y: float, x, now: float) -> str:
         else:
             parts.append(f'<rect class="llmnb-bar" x="{left}" y="{y + 3}" width="{max(x(b) - x(a), 1.5):.1f}"'
                          f' height="{ROW_H - 6}" fill="{colour}"{dash}/>')
-    if row.cached:  # a few milliseconds: wide enough to see
-        parts.append(f'<rect class="llmnb-cached" x="{x(row.created):.1f}" y="{y + 3}"'
-                     f' width="{max(x(end) - x(row.created), 4):.1f}" height="{ROW_H - 6}" {CACHED}/>')
+    if row.cached:  # a few milliseconds: widened to be seen, back from the plot's right edge
+        left = min(x(row.created), x(end) - 4)
+        parts.append(f'<rect class="llmnb-cached" x="{left:.1f}" y="{y + 3}"'
+                     f' width="{max(x(end) - left, 4):.1f}" height="{ROW_H - 6}" {CACHED}/>')
     if row.first_token is not None:
         tick = f"{x(row.first_token):.1f}"
         parts.append(f'<line class="llmnb-first-token" x1="{tick}" y1="{y + 1}" x2="{tick}"'

@@ -52,6 +52,8 @@ class Timeline:
     Every llmnb model call made in the block (and in tasks created there) becomes a row; add any
     other awaitable with `await timeline.track(aw, name=...)`. Afterwards: `records()`, `summary()`,
     `to_svg()`, `to_text()`, `save_trace(path)` for Perfetto, and `Timeline.compare(a, b)`.
+    Past 200 rows it draws the run instead of its rows: progress, pace, cost and a strip over
+    time; `timeline.expect(n)` gives it the total (the magics' task runner does).
     """
 
     def __init__(self, title: str | None = None, *, display: bool | None = None):
