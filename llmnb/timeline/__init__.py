@@ -1,5 +1,5 @@
-"""The live timeline: one row per task, drawn while the cell runs."""
+"""The live timeline: one row per task, drawn while the cell runs (a big run: its progress)."""
 
-from .widget import Timeline
+from .widget import Timeline, expect_calls
 
-__all__ = ["Timeline"]
+__all__ = ["Timeline", "expect_calls"]

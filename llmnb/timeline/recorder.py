@@ -5,19 +5,20 @@ made, as they come (never sorted again), and the summary's totals are kept up to
 (seconds waiting, throttled or running, over all rows) is a straight line in `now`: each row
 still in that phase adds `now - since`, each finished stretch a constant. So the recorder keeps
 two numbers per phase, the count of rows in it (the slope) and a sum (the constant), and reads
-any total at any `now` in constant time.
+any total at any `now` in constant time. The same holds for a big run's picture: its counts, cost
+and strip over time (strip.py) are kept as events come, so it is drawn without looking at a row.
 """
 
 from __future__ import annotations
 
-import bisect
+import heapq
 import math
-import statistics
 import threading
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 
 from ..events import ENDS, CallEvent
+from .strip import Strip, StripView
 
 STATUS_OF_END = {"finished": "done", "failed": "failed", "cancelled": "cancelled"}
 PHASES = ("waiting", "throttled", "running")  # what a row is doing between its events; "created" before them
@@ -45,6 +46,8 @@ class Row:
     tokens_in: int | None = None
     tokens_out: int | None = None
     error: str | None = None
+    cached: bool = False  # answered from the cache: nothing was sent
+    cost: float | None = None  # USD; for a cached answer, what it would have cost
     phases: list[tuple[str, float]] = field(default_factory=list)
     spent: dict[str, float] = field(default_factory=dict)  # seconds in each phase, stretches already over
     parent: int | None = None  # a tool run: the key of the model call's row that asked for it
@@ -103,9 +106,30 @@ class Group:
 
 
 @dataclass
+class Progress:
+    """A big run, drawn without its rows: how far it is and how it went over time. It counts the
+    calls a program made (a tool run, whose call has a parent, is not one of them)."""
+
+    calls: int  # made so far
+    expected: int | None  # how many the run will make, when it said so (`Timeline.expect`)
+    ended: Counter  # done (sent and answered), cached, failed, cancelled
+    open: int  # rows of any kind not ended
+    strip: StripView
+    failures: list[tuple[str, str]]  # the last few: (row name, error)
+
+    @property
+    def total(self) -> int:
+        return max(self.expected or 0, self.calls)
+
+    @property
+    def finished(self) -> int:
+        return sum(self.ended.values())
+
+
+@dataclass
 class View:
     """What one redraw needs: the rows drawn, the group of hidden ones, the loop's blocked
-    stretches and the summary, all at one `now`."""
+    stretches and the summary, all at one `now`; for a big run, its progress instead of rows."""
 
     rows: list[Row]
     hidden: Group | None
@@ -113,6 +137,7 @@ class View:
     now: float
     summary: dict
     statuses: Counter
+    big: Progress | None = None
 
     @property
     def span(self) -> float:
@@ -120,7 +145,29 @@ class View:
         ends = [self.now, *(r.end for r in self.rows if r.end is not None), *(b for _, b in self.lags)]
         if self.hidden:
             ends.append(self.hidden.end)
+        if self.big:
+            ends.append(self.big.strip.until)
         return max(ends)
+
+
+class Median:
+    """The running median: two heaps, O(log n) to add, O(1) to read."""
+
+    def __init__(self):
+        self.low: list[float] = []  # negated, the smaller half (one more when odd)
+        self.high: list[float] = []
+
+    def add(self, x: float) -> None:
+        heapq.heappush(self.low, -heapq.heappushpop(self.high, x))
+        if len(self.low) > len(self.high) + 1:
+            heapq.heappush(self.high, -heapq.heappop(self.low))
+
+    def value(self) -> float | None:
+        if not self.low:
+            return None
+        if len(self.low) > len(self.high):
+            return -self.low[0]
+        return (-self.low[0] + self.high[0]) / 2
 
 
 class Recorder:
@@ -140,7 +187,14 @@ class Recorder:
         self._statuses: Counter[str] = Counter()
         self._open = 0
         self._last_end = 0.0
-        self._ttfts: list[float] = []  # sorted, for the median
+        self._ttfts = Median()
+        self._strip = Strip()
+        self._tool_runs: set[int] = set()  # rows of calls with a parent: not counted as the program's calls
+        self._ended: Counter[str] = Counter()  # the program's calls, by how they ended
+        self._money = {"spent": 0.0, "saved": 0.0}
+        self._priced = False  # some call reported a cost
+        self._failures: deque[tuple[str, str]] = deque(maxlen=3)
+        self.expected: int | None = None
         self.version = 0  # bumped on every change, so a view re-renders only when needed
 
     def __call__(self, event: CallEvent) -> None:
@@ -164,12 +218,19 @@ class Recorder:
             elif kind == "first_token" and row.first_token is None:
                 row.first_token = t
                 if row.started is not None:
-                    bisect.insort(self._ttfts, t - row.started)
+                    self._ttfts.add(t - row.started)
             elif kind == "progress" and event.tokens_out is not None:
                 row.tokens_out = event.tokens_out
             elif kind in ENDS:
                 tokens_out = event.tokens_out if event.tokens_out is not None else row.tokens_out
+                row.cached, row.cost = event.cached, event.cost
                 self._finish(row, t, STATUS_OF_END[kind], event.error, event.tokens_in, tokens_out)
+            self.version += 1
+
+    def expect(self, n: int) -> None:
+        """`n` more calls are coming (the progress of a big run counts up to the total)."""
+        with self._lock:
+            self.expected = (self.expected or 0) + n
             self.version += 1
 
     def _add(self, event: CallEvent, t: float) -> Row:
@@ -180,15 +241,19 @@ class Recorder:
         self._ends.append(math.inf)
         self._statuses["created"] += 1
         self._open += 1
+        if event.parent is not None:
+            self._tool_runs.add(event.call_id)
         return row
 
     def _enter(self, row: Row, phase: str | None, t: float) -> None:
         """Move `row` into `phase` at `t` (or out of every phase, when `phase` is None)."""
+        old = None
         if row.phases:
             old, since = row.phases[-1]
             row.spent[old] = row.spent.get(old, 0.0) + (t - since)
             self._slope[old] -= 1
             self._sum[old] += t  # its line was now - since; the stretch is over: t - since
+        self._strip.move(t, old, phase)
         if phase is not None:
             row.phases.append((phase, t))
             self._slope[phase] += 1
@@ -209,6 +274,17 @@ class Recorder:
         self._ends[self._position[row.key]] = t
         self._open -= 1
         self._last_end = max(self._last_end, t)
+        if row.cost is not None:
+            self._priced = True
+            self._money["saved" if row.cached else "spent"] += row.cost
+        if row.key in self._tool_runs:
+            return
+        how = "cached" if row.cached and status == "done" else status
+        self._ended[how] += 1
+        if how in self._strip.ends:
+            self._strip.end(t, how)
+        if status == "failed":
+            self._failures.append((row.name, error or "failed"))
 
     def add_lag(self, start: float, end: float) -> None:
         with self._lock:
@@ -239,25 +315,32 @@ class Recorder:
     def summary(self, now: float) -> dict:
         """Wall time from the first task's creation to the last end, the sum of running times, and
         their ratio: how many tasks' worth of work ran at once (LangChain's async guide: 5.77 s / 1.39 s); the
-        median time to first token (None when no call reported one) and the throttled seconds."""
+        median time to first token (None when no call reported one) and the throttled seconds; how
+        many calls were answered from the cache, the cost of the calls sent (USD) and what the
+        cached answers would have cost (both None when no call reported a cost)."""
         with self._lock:
             return self._summary(now)
 
     def _summary(self, now: float) -> dict:
+        money = {name: value if self._priced else None for name, value in self._money.items()}
+        out = {"tasks": len(self._order), "wall": 0.0, "busy": 0.0, "speedup": 0.0, "ttft_median": None,
+               "throttled": 0.0, "cached": self._ended["cached"], "cost": money["spent"], "saved": money["saved"]}
         if not self._order:
-            return {"tasks": 0, "wall": 0.0, "busy": 0.0, "speedup": 0.0, "ttft_median": None, "throttled": 0.0}
+            return out
         last = max(self._last_end, now) if self._open else self._last_end
         wall = max(last - self._order[0].created, 0.0)
         busy = self.total("running", now)
-        median = statistics.median(self._ttfts) if self._ttfts else None  # kept sorted: a linear pass
-        return {"tasks": len(self._order), "wall": wall, "busy": busy, "speedup": busy / wall if wall > 0 else 0.0,
-                "ttft_median": median, "throttled": self.total("throttled", now)}
+        return {**out, "wall": wall, "busy": busy, "speedup": busy / wall if wall > 0 else 0.0,
+                "ttft_median": self._ttfts.value(), "throttled": self.total("throttled", now)}
 
-    def view(self, now: float, max_rows: int) -> View:
+    def view(self, now: float, max_rows: int, big_rows: int | None = None) -> View:
         """The rows to draw one by one (copies) and the middle ones grouped, when there are more than
-        `max_rows`: touches only what is drawn, whatever the number of rows."""
+        `max_rows`; with more than `big_rows`, no rows but the run's progress. Touches only what is
+        drawn, whatever the number of rows."""
         with self._lock:
             n = len(self._order)
+            if big_rows is not None and n > big_rows:
+                return View([], None, list(self.lags), now, self._summary(now), +self._statuses, self._progress(now))
             if n <= max_rows:
                 shown, hidden = [r.copy() for r in self._order], None
             else:
@@ -267,3 +350,7 @@ class Recorder:
                 end = max(self._ends[head:n - tail])
                 hidden = Group(n - head - tail, self._order[head].created, now if end == math.inf else end)
             return View(shown, hidden, list(self.lags), now, self._summary(now), +self._statuses)
+
+    def _progress(self, now: float) -> Progress:
+        calls = len(self._order) - len(self._tool_runs)
+        return Progress(calls, self.expected, +self._ended, self._open, self._strip.snapshot(now), list(self._failures))

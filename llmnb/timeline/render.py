@@ -1,7 +1,8 @@
 """Views -> SVG and text. Pure: no widgets, no clock; each view carries its own `now`.
 
 A picture holds one or more blocks (a timeline each, with its title, rows and summary) on one
-shared time axis, so two runs compared side by side are drawn at the same scale.
+shared time axis, so two runs compared side by side are drawn at the same scale. A block of a big
+run (more than BIG_ROWS rows) shows its progress and a strip over time instead (bigrun.py).
 """
 
 from __future__ import annotations
@@ -14,16 +15,18 @@ from .recorder import Row, View
 # Okabe-Ito colours: distinguishable with the common colour-blindnesses and on dark backgrounds.
 # Every state is also told by shape, not colour alone: waiting is hatched, throttled striped and
 # outlined, the time to the first token a thinner, lighter bar ending in a tick, a running bar
-# ends in an arrow head, a failed one in a cross, a cancelled one is dashed.
+# ends in an arrow head, a failed one in a cross, a cancelled one is dashed, an answer from the
+# cache is a pale hatched block.
 COLOURS = {"done": "#0072B2", "running": "#E69F00", "failed": "#D55E00", "cancelled": "#999999", "lag": "#CC79A7",
            "throttled": "#009E73", "tool": "#56B4E9"}
 MAX_ROWS = 40  # beyond this, the rows in the middle are grouped into one "+N more" row
+BIG_ROWS = 200  # beyond this, a run is drawn as its progress and a strip over time, not as rows
 ROW_H, LABEL_W, PLOT_W, PAD = 18, 250, 520, 8
 TOP = 46  # title line, legend line
 TEXT_BAR = 40
-TEXT_MARKS = {"waiting": ".", "throttled": "~", "before": "-", "running": "="}
+TEXT_MARKS = {"waiting": ".", "throttled": "~", "before": "-", "running": "=", "cached": "c"}
 TEXT_LEGEND = ("legend: . waiting for a slot  ~ throttled (rate limit)  - running, before the first token"
-               "  = running  # event loop blocked")
+               "  = running  c from the cache  # event loop blocked")
 DASH = ' stroke="currentColor" stroke-dasharray="3,2"'
 
 Block = tuple[str, View]  # a title and what to draw under it
@@ -63,6 +66,24 @@ def pieces(row: Row, now: float) -> list[tuple[str, float, float]]:
     return out
 
 
+def money(usd: float) -> str:
+    """Dollars with enough digits to see a small run's cost: $12.34, $0.0123, $0.000045."""
+    if usd >= 1 or usd == 0:
+        return f"${usd:,.2f}"
+    return f"${usd:.{min(max(2, 1 - math.floor(math.log10(usd)) + 1), 8)}f}"
+
+
+def cost_text(summary: dict) -> str:
+    """What the calls cost and what the cache saved ('' when neither is known)."""
+    parts = []
+    if summary["cost"] is not None:
+        parts.append(f"cost {money(summary['cost'])}")
+    if summary["cached"]:
+        saved = f" (saved {money(summary['saved'])})" if summary["saved"] is not None else ""
+        parts.append(f"{summary['cached']:,} from the cache{saved}")
+    return " · ".join(parts)
+
+
 def summary_line(view: View) -> str:
     s, statuses = view.summary, view.statuses
     extra = "".join(f", {statuses[what]} {what}" for what in ("failed", "cancelled") if statuses[what])
@@ -71,13 +92,17 @@ def summary_line(view: View) -> str:
         details += f" · median first token {s['ttft_median']:.2f} s"
     if s["throttled"] > 0:
         details += f" · throttled {s['throttled']:.2f} s"
+    if cost_text(s) and view.big is None:  # a big run's progress line says it already
+        details += f" · {cost_text(s)}"
     return (f"{s['tasks']} tasks{extra} · wall {s['wall']:.2f} s · sum of task times {s['busy']:.2f} s{details}"
             f" · ratio {s['speedup']:.2f}x")
 
 
 def details(row: Row, now: float) -> list[str]:
     """What a row's hover text and text line say beyond its bar."""
-    out = []
+    out = ["from the cache"] if row.cached else []
+    if row.cost is not None:
+        out.append(("would have cost " if row.cached else "cost ") + money(row.cost))
     if row.tokens_out is not None:
         rate = row.tokens_per_s(now)
         out.append(f"{row.tokens_out} tokens out" + (f" ({rate:.3g}/s after the first)" if rate else ""))
@@ -123,9 +148,15 @@ def text(blocks: list[Block]) -> str:
     lines = []
     for title, view in blocks:
         lines.append(f"{title} (0 .. {span:.2f} s)")
+        if view.big:
+            from . import bigrun  # it draws with this module's marks and sizes
+
+            lines += bigrun.text_lines(view.big, view.summary, span, bar)
         shown, hidden = nested(view.rows), view.hidden
         for n, row in enumerate(shown):
             marks = [(TEXT_MARKS[p], a, b) for p, a, b in pieces(row, view.now)]
+            if row.cached:
+                marks.append((TEXT_MARKS["cached"], row.created, _end(row, view.now)))
             end = f"{row.end:6.2f} s" if row.end is not None else " ...    "
             extra = "".join(f", {d}" for d in details(row, view.now))
             lines.append(f"{name(row)[:38]:<38} |{bar(marks)}| {row.created:6.2f} -> {end} {row.status}{extra}")
@@ -138,6 +169,10 @@ def text(blocks: list[Block]) -> str:
             lines.append(f"{'event loop blocked':<38} |{blocked}| {total:.2f} s in all")
         lines.append(summary_line(view))
     lines.append(TEXT_LEGEND)
+    if any(view.big for _, view in blocks):
+        from . import bigrun
+
+        lines.append(bigrun.TEXT_LEGEND)
     return "\n".join(lines)
 
 
@@ -186,7 +221,11 @@ _DEFS = (
     '<line x1="0" y1="0" x2="0" y2="6" stroke="currentColor" stroke-opacity="0.35" stroke-width="2"/></pattern>'
     f'<pattern id="llmnb-throttle" width="4" height="4" patternUnits="userSpaceOnUse">'
     f'<rect width="4" height="4" fill="{COLOURS["throttled"]}" fill-opacity="0.25"/>'
-    f'<line x1="1" y1="0" x2="1" y2="4" stroke="{COLOURS["throttled"]}" stroke-width="1.5"/></pattern></defs>')
+    f'<line x1="1" y1="0" x2="1" y2="4" stroke="{COLOURS["throttled"]}" stroke-width="1.5"/></pattern>'
+    '<pattern id="llmnb-cache" width="5" height="5" patternUnits="userSpaceOnUse" patternTransform="rotate(-45)">'
+    f'<rect width="5" height="5" fill="{COLOURS["done"]}" fill-opacity="0.25"/>'
+    f'<line x1="0" y1="0" x2="0" y2="5" stroke="{COLOURS["done"]}" stroke-width="1.5"/></pattern></defs>')
+CACHED = f'fill="url(#llmnb-cache)" stroke="{COLOURS["done"]}" stroke-width="0.75"'
 
 
 def _legend() -> str:
@@ -200,6 +239,7 @@ def _legend() -> str:
              ("running", f'<rect {bar} fill="{COLOURS["running"]}"/>'),
              ("done", f'<rect {bar} fill="{COLOURS["done"]}"/>'),
              ("tool", f'<rect {bar} fill="{COLOURS["tool"]}"/>'),
+             ("from the cache", f'<rect {bar} {CACHED}/>'),
              ("failed", f'<rect {bar} fill="{COLOURS["failed"]}"/>'),
              ("cancelled", f'<rect {bar} fill="{COLOURS["cancelled"]}"{DASH}/>'),
              ("loop blocked", f'<rect {bar} fill="{COLOURS["lag"]}" fill-opacity="0.4"/>')]
@@ -213,12 +253,26 @@ def _legend() -> str:
 
 
 def _block(out: list[str], view: View, y: float, x) -> float:
-    """Append one timeline's rows, lag row and summary line from `y`; return the y below them."""
-    top = y
-    for a, b in view.lags:
-        out.append(f'<rect x="{x(a):.1f}" y="{top}" width="{max(x(b) - x(a), 1):.1f}" height="{_block_height(view)}"'
-                   f' fill="{COLOURS["lag"]}" fill-opacity="0.25">'
-                   f'<title>event loop blocked {a:.2f}-{b:.2f} s</title></rect>')
+    """Append one timeline's rows (or a big run's progress), lag row and summary line from `y`;
+    return the y below them."""
+    top, first = y, len(out)
+    if view.big:
+        from . import bigrun
+
+        y = bigrun.svg_rows(out, view.big, view.summary, y, x)
+    y = _rows(out, view, y, x)
+    if view.lags:
+        total = sum(b - a for a, b in view.lags)
+        out.append(f'<text x="{PAD}" y="{y + 12}" fill="{COLOURS["lag"]}">event loop blocked ({total:.2f} s)</text>')
+        y += ROW_H
+    out[first:first] = [f'<rect x="{x(a):.1f}" y="{top}" width="{max(x(b) - x(a), 1):.1f}" height="{y - top}"'
+                        f' fill="{COLOURS["lag"]}" fill-opacity="0.25">'
+                        f'<title>event loop blocked {a:.2f}-{b:.2f} s</title></rect>' for a, b in view.lags]
+    out.append(f'<text x="{PAD}" y="{y + 13}" fill="currentColor">{escape(summary_line(view))}</text>')
+    return y + ROW_H + 4
+
+
+def _rows(out: list[str], view: View, y: float, x) -> float:
     shown, hidden = nested(view.rows), view.hidden
     for n, row in enumerate(shown):
         out.append(_svg_row(row, y, x, view.now))
@@ -230,21 +284,13 @@ def _block(out: list[str], view: View, y: float, x) -> float:
                        f' width="{max(x(hidden.end) - x(hidden.start), 1):.1f}" height="{ROW_H - 8}"'
                        f' fill="currentColor" fill-opacity="0.25"><title>{hidden.count} tasks grouped</title></rect>')
             y += ROW_H
-    if view.lags:
-        total = sum(b - a for a, b in view.lags)
-        out.append(f'<text x="{PAD}" y="{y + 12}" fill="{COLOURS["lag"]}">event loop blocked ({total:.2f} s)</text>')
-        y += ROW_H
-    out.append(f'<text x="{PAD}" y="{y + 13}" fill="currentColor">{escape(summary_line(view))}</text>')
-    return y + ROW_H + 4
-
-
-def _block_height(view: View) -> int:
-    return (len(view.rows) + (1 if view.hidden else 0) + (1 if view.lags else 0)) * ROW_H
+    return y
 
 
 def _svg_row(row: Row, y: float, x, now: float) -> str:
     end = _end(row, now)
-    parts = [f'<g class="llmnb-row" data-status="{row.status}"><title>{escape(hover(row, now))}</title>',
+    cached = ' data-cached="true"' if row.cached else ""
+    parts = [f'<g class="llmnb-row" data-status="{row.status}"{cached}><title>{escape(hover(row, now))}</title>',
              f'<text x="{PAD}" y="{y + 12}" fill="currentColor">{escape(_cut(name(row), 30))}</text>']
     if row.tokens_out is not None:  # grows while the call runs, from its progress events
         parts.append(f'<text class="llmnb-tokens" x="{LABEL_W}" y="{y + 12}" text-anchor="end" fill="currentColor"'
@@ -266,6 +312,10 @@ def _svg_row(row: Row, y: float, x, now: float) -> str:
         else:
             parts.append(f'<rect class="llmnb-bar" x="{left}" y="{y + 3}" width="{max(x(b) - x(a), 1.5):.1f}"'
                          f' height="{ROW_H - 6}" fill="{colour}"{dash}/>')
+    if row.cached:  # a few milliseconds: widened to be seen, back from the plot's right edge
+        left = min(x(row.created), x(end) - 4)
+        parts.append(f'<rect class="llmnb-cached" x="{left:.1f}" y="{y + 3}"'
+                     f' width="{max(x(end) - left, 4):.1f}" height="{ROW_H - 6}" {CACHED}/>')
     if row.first_token is not None:
         tick = f"{x(row.first_token):.1f}"
         parts.append(f'<line class="llmnb-first-token" x1="{tick}" y1="{y + 1}" x2="{tick}"'

@@ -16,6 +16,7 @@ import threading
 import time
 import warnings
 from contextlib import AbstractContextManager
+from contextvars import ContextVar, Token
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,15 @@ from .recorder import Recorder, View
 FPS = 10
 DRAW_SHARE = 100  # the pause after a redraw, in multiples of the redraw's own time
 HINT = "(install ipywidgets and run in Jupyter for the live picture: pip install ipywidgets)"
+
+_open: ContextVar[tuple[Recorder, ...]] = ContextVar("llmnb_open_timelines", default=())
+
+
+def expect_calls(n: int) -> None:
+    """Tell the timelines open in this context that `n` more calls are coming, so a big run's
+    picture shows its progress as done / total and the time left (a task runner calls it)."""
+    for recorder in _open.get():
+        recorder.expect(n)
 
 
 def _in_kernel() -> bool:
@@ -44,6 +54,8 @@ class Timeline:
     Every llmnb model call made in the block (and in tasks created there) becomes a row; add any
     other awaitable with `await timeline.track(aw, name=...)`. Afterwards: `records()`, `summary()`,
     `to_svg()`, `to_text()`, `save_trace(path)` for Perfetto, and `Timeline.compare(a, b)`.
+    Past 200 rows it draws the run instead of its rows: progress, pace, cost and a strip over
+    time; `timeline.expect(n)` gives it the total (the magics' task runner does).
     """
 
     def __init__(self, title: str | None = None, *, display: bool | None = None):
@@ -58,6 +70,7 @@ class Timeline:
         self._stop = threading.Event()
         self._painter: threading.Thread | None = None
         self._closed_at: float | None = None
+        self._opened: Token | None = None
 
     # -- the block ---------------------------------------------------------------------------
     def __enter__(self) -> Timeline:
@@ -69,6 +82,7 @@ class Timeline:
         self._closed_at = None
         self._listening = events.listen(self._recorder)
         self._listening.__enter__()
+        self._opened = _open.set((*_open.get(), self._recorder))
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -88,6 +102,8 @@ class Timeline:
             self._probe = self._probe_task = None
         assert self._listening is not None and self._recorder is not None  # set by __enter__
         self._listening.__exit__(*exc)
+        if self._opened is not None:
+            _open.reset(self._opened)
         self._recorder.close_open_rows(self._closed_at)
         self._stop.set()
         if self._painter is not None:
@@ -124,6 +140,15 @@ class Timeline:
         call.emit("finished")
         return result
 
+    def expect(self, n: int) -> None:
+        """Say that `n` more calls are coming (e.g. `tl.expect(len(items))` before a gather), so a
+        big run's picture shows done / total and the time left."""
+        if self._recorder is None:
+            raise RuntimeError("expect() tells an open timeline: use it inside `with Timeline() as tl:`")
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"expect takes a number of calls (0 or more), not {n!r}")
+        self._recorder.expect(n)
+
     # -- data out ----------------------------------------------------------------------------
     def _now(self) -> float:
         end = self._closed_at if self._closed_at is not None else time.perf_counter()
@@ -133,20 +158,25 @@ class Timeline:
         """One dict per task: name, method, model, created/start/end (seconds from the timeline's
         start; start is the first attempt's), wait (seconds waiting for a slot), throttled (seconds
         waiting for the rate limit), status, tokens_in, tokens_out, error, ttft (seconds from start to
-        the first token, None when unknown) and tokens_per_s (output tokens over the time after the
-        first token); id, and parent (for a tool run, the id of the model call that asked for it)."""
+        the first token, None when unknown), tokens_per_s (output tokens over the time after the
+        first token), cached (answered from the cache), cost (USD, None when the price is unknown;
+        for a cached answer, what it would have cost), id, and parent (for a tool run, the id of the
+        model call that asked for it)."""
         if self._recorder is None:
             return []
         now = self._now()
         return [{"name": r.label, "method": r.method, "model": r.model, "created": r.created, "start": r.started,
                  "end": r.end, "wait": r.time_in("waiting", now), "throttled": r.time_in("throttled", now),
                  "status": r.status, "tokens_in": r.tokens_in, "tokens_out": r.tokens_out, "error": r.error,
-                 "ttft": r.ttft(), "tokens_per_s": r.tokens_per_s(now), "id": r.key, "parent": r.parent}
+                 "ttft": r.ttft(), "tokens_per_s": r.tokens_per_s(now), "cached": r.cached, "cost": r.cost,
+                 "id": r.key, "parent": r.parent}
                 for r in self._recorder.rows()]
 
     def summary(self) -> dict:
         """tasks; wall (first creation to last end); busy (sum of running times) and speedup (busy / wall);
-        ttft_median (seconds, None when no call reported its first token); throttled (seconds, summed)."""
+        ttft_median (seconds, None when no call reported its first token); throttled (seconds, summed);
+        cached (calls answered from the cache); cost (USD of the calls sent) and saved (what the
+        cached answers would have cost), both None when no call reported a cost."""
         return self._view().summary
 
     @property
@@ -155,9 +185,9 @@ class Timeline:
         return list(self._recorder.lags) if self._recorder else []
 
     def _view(self) -> View:
-        """What a redraw needs, touching only the rows drawn."""
+        """What a redraw needs, touching only the rows drawn (none, for a big run)."""
         recorder = self._recorder or Recorder(0.0)
-        return recorder.view(self._now(), render.MAX_ROWS)
+        return recorder.view(self._now(), render.MAX_ROWS, render.BIG_ROWS)
 
     def to_text(self) -> str:
         """The picture as text: a bar per task, the summary line and a legend."""
