@@ -5,13 +5,14 @@
     label = await model.classify_async(["spam", "not spam"], "I am a Nigerian prince...")
 """
 
+from .cache import Cache, use_cache
 from .errors import ConfigError, ExtractError, LlmnbError, ModelCallError, SchemaError
 from .events import CallEvent, listen
 from .model import Model
 from .registry import Models
 from .thread import Thread
 
-__all__ = ["Models", "Model", "Thread", "Timeline", "listen", "CallEvent",
+__all__ = ["Models", "Model", "Thread", "Timeline", "listen", "CallEvent", "Cache", "use_cache",
            "LlmnbError", "ConfigError", "SchemaError", "ExtractError", "ModelCallError"]
 __version__ = "0.1.0"
 

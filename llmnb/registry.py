@@ -9,8 +9,10 @@ from dataclasses import fields
 from pathlib import Path
 
 from .backends.base import Generation
+from .cache import open_cache
 from .errors import ConfigError
 from .model import Model
+from .prices import checked, price_for
 
 DEFAULT = "llamacpp:smollm2"
 # Embedded models: alias -> (package, file inside it, pip name)
@@ -97,7 +99,9 @@ class Models:
           rpm= and tpm= (requests and tokens per minute, kept before sending), http_client= (any
           client the openai SDK takes, or a class making one per event loop; the default is the
           SDK's aiohttp one).
-        - For all: generation defaults temperature=, max_tokens=, seed=.
+        - For all: generation defaults temperature=, max_tokens=, seed=; cache= (a file of kept
+          answers, e.g. "answers.sqlite"; True: llmnb-cache.sqlite here; False: none, even under
+          llmnb.use_cache); price=(input, output) in USD per million tokens.
         """
         if not isinstance(name, str):
             raise ConfigError(f'the model name must be a string such as "{DEFAULT}", not {name!r}')
@@ -111,9 +115,13 @@ class Models:
             known = ", ".join(f'"{p}:..."' for p in PROVIDERS)
             raise ConfigError(f"unknown model {name!r}: use one of {known} (the default is {DEFAULT!r})")
         generation = Generation(**{k: options.pop(k) for k in GENERATION if k in options})
+        cache, price = options.pop("cache", None), options.pop("price", None)
         allowed = [p for p in inspect.signature(factory).parameters if p != "name"]
         unknown = sorted(set(options) - set(allowed))
         if unknown:
-            takes = ", ".join(allowed + list(GENERATION))
+            takes = ", ".join(allowed + list(GENERATION) + ["cache", "price"])
             raise ConfigError(f"{provider} models take no option {', '.join(unknown)}; they take: {takes}")
-        return Model(factory(model_name, **options), defaults=generation)
+        cache = cache if cache is None or cache is False else open_cache(cache)
+        price = price if price is None else checked(price)
+        backend = factory(model_name, **options)
+        return Model(backend, defaults=generation, cache=cache, price=price_for(backend, price))
