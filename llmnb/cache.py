@@ -281,7 +281,11 @@ def settle(future: concurrent.futures.Future, work: Callable, db: sqlite3.Connec
 
 
 def connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
-    uri = f"{path.as_uri()}?mode=ro" if read_only else path.as_uri()
+    uri = path.as_uri()
+    if read_only:
+        # Without a -wal file beside it the file holds everything: read it as immutable, which
+        # creates no -wal or -shm file next to a file that may not be ours.
+        uri += "?mode=ro" if Path(f"{path}-wal").exists() else "?mode=ro&immutable=1"
     db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=BUSY_MS / 1000)
     db.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
     return db
