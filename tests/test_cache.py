@@ -12,31 +12,18 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from fault_server import Fault, FaultServer
+from fault_server import Fault, NumberedServer
 from pydantic import BaseModel, field_validator
 
 from llmnb import ConfigError, ExtractError, Model, ModelCallError, Models, listen, use_cache
 from llmnb.cache import open_cache, sample_index
-from llmnb.demo_server import REPLY
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class Numbered(FaultServer):
-    """Each answer names the request it answers ("answer 7"), so a kept answer is told from a new one."""
-
-    answered = 0
-
-    def answer(self, body: dict) -> str:
-        if body.get("response_format") or self.reply != REPLY:  # a schema's example, or a scripted reply
-            return super().answer(body)
-        self.answered += 1
-        return f"answer {self.answered}"
-
-
 @pytest.fixture
 def server():
-    with Numbered() as s:
+    with NumberedServer() as s:
         yield s
 
 
@@ -90,7 +77,7 @@ def test_any_change_of_settings_schema_model_or_server_misses(server, tmp_path):
     other_name = Models.create("openai:other", base_url=server.base_url, cache=str(path))
     other_name.generate("hi")
     assert server.requests == len(variants) + 1
-    with Numbered() as second:
+    with NumberedServer() as second:
         Models.create("openai:demo", base_url=second.base_url, cache=str(path)).generate("hi")
         assert second.requests == 1
 
