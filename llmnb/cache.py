@@ -187,16 +187,15 @@ class Cache:
 
     # -- used by Model._send --------------------------------------------------------------------
     async def lookup(self, key: str) -> Completion | None:
-        row = await asyncio.wrap_future(self._do(
-            lambda db: db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()))
+        row = await self._ask(
+            lambda db: db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone())
         return None if row is None else completion_from_json(row[0])
 
     async def keep(self, key: str, model: str, completion: Completion) -> None:
         """Write a complete answer and wait until it is committed."""
         text = completion_json(completion)
-        await asyncio.wrap_future(self._do(
-            lambda db: db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)",
-                                  (key, model, time.time(), text)), write=True))
+        await self._ask(lambda db: db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)",
+                                              (key, model, time.time(), text)), write=True)
 
     @contextlib.contextmanager
     def claim(self, base: str) -> Iterator[str]:
@@ -225,9 +224,16 @@ class Cache:
 
     # -- the one thread that touches the file ----------------------------------------------------
     def _do(self, work: Callable[[sqlite3.Connection], Any], write: bool = False) -> concurrent.futures.Future:
+        """Run `work` on the cache's thread; a future for code that blocks on it."""
+        return self._put(work, write, concurrent.futures.Future())
+
+    def _ask(self, work: Callable[[sqlite3.Connection], Any], write: bool = False) -> asyncio.Future:
+        """`_do` for the event loop: a future of the running loop, so the loop only waits."""
+        return self._put(work, write, asyncio.get_running_loop().create_future())
+
+    def _put(self, work: Callable, write: bool, future):
         if self.closed:
             raise ConfigError(f"the cache {self.path} is closed; open it again with Models.create(cache=...)")
-        future: concurrent.futures.Future = concurrent.futures.Future()
         self._jobs.put((work, write, future))
         return future
 
@@ -252,32 +258,47 @@ class Cache:
 
 
 def run_jobs(db: sqlite3.Connection, jobs: list) -> None:
-    """Reads first, then every write in one transaction; a failed job fails only its own future."""
+    """Reads first, then every write in one transaction (a failed job fails only its own future),
+    then the outcomes go back with one wake-up per event loop: a hand-off per answer costs more
+    than the read itself."""
+    outcomes = [(future, *attempt(work, db)) for work, write, future in jobs if not write]
     writes = [job for job in jobs if job[1]]
-    for work, write, future in jobs:
-        if not write:
-            settle(future, work, db)
-    if not writes:
-        return
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        done = [(future, work(db)) for work, _, future in writes]
-        db.execute("COMMIT")
-    except sqlite3.Error as e:
-        with contextlib.suppress(sqlite3.Error):
-            db.execute("ROLLBACK")
-        for _, _, future in writes:
-            future.set_exception(e)
-        return
-    for future, result in done:
-        future.set_result(result)
+    if writes:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            done = [(future, *attempt(work, db)) for work, _, future in writes]
+            db.execute("COMMIT")
+            outcomes += done
+        except sqlite3.Error as e:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            outcomes += [(future, False, e) for _, _, future in writes]
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for outcome in outcomes:
+        if isinstance(outcome[0], concurrent.futures.Future):
+            settle(*outcome)
+        else:
+            by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
+    for loop, some in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop was closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(settle_all, some)
 
 
-def settle(future: concurrent.futures.Future, work: Callable, db: sqlite3.Connection) -> None:
+def attempt(work: Callable, db: sqlite3.Connection) -> tuple[bool, Any]:
     try:
-        future.set_result(work(db))
+        return True, work(db)
     except Exception as e:
-        future.set_exception(e)
+        return False, e
+
+
+def settle(future, ok: bool, value: Any) -> None:
+    if not future.done():  # else its caller was cancelled and waits no more
+        future.set_result(value) if ok else future.set_exception(value)
+
+
+def settle_all(outcomes: list) -> None:
+    for outcome in outcomes:
+        settle(*outcome)
 
 
 def connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
