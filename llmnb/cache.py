@@ -32,6 +32,7 @@ import queue
 import sqlite3
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
@@ -148,7 +149,7 @@ class Cache:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._in_flight: dict[str, Counter] = {}
         self._lock = threading.Lock()
-        self._identities: dict[int, str] = {}
+        self._identities: weakref.WeakKeyDictionary[Backend, str] = weakref.WeakKeyDictionary()
         ready: concurrent.futures.Future = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._serve, args=(ready,), name="llmnb-cache", daemon=True)
         self._thread.start()
@@ -217,9 +218,9 @@ class Cache:
     async def identity(self, backend: Backend) -> str:
         """What the answers of this backend depend on besides the request: the GGUF file's content
         hash for a local model, else the base URL."""
-        known = self._identities.get(id(backend))
+        known = self._identities.get(backend)
         if known is None:
-            known = self._identities[id(backend)] = await backend_identity(backend, self)
+            known = self._identities[backend] = await backend_identity(backend, self)
         return known
 
     # -- the one thread that touches the file ----------------------------------------------------
@@ -293,7 +294,10 @@ def attempt(work: Callable, db: sqlite3.Connection) -> tuple[bool, Any]:
 
 def settle(future, ok: bool, value: Any) -> None:
     if not future.done():  # else its caller was cancelled and waits no more
-        future.set_result(value) if ok else future.set_exception(value)
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 def settle_all(outcomes: list) -> None:

@@ -56,7 +56,8 @@ class Model:
         self.backend = backend
         self.name = backend.name
         self.defaults = defaults or Generation()  # Models.create(temperature=...): under each call's own settings
-        self._cache = cache  # a Cache, False (none), or None: whatever llmnb.use_cache set
+        # a Cache, False (none), or None: whatever llmnb.use_cache set when a call is made
+        self._cache = cache if cache is None or cache is False else answer_cache.open_cache(cache)
         self.price = price  # USD per million tokens; None: not known
         # pydantic builds its schema machinery at its first use (0.15 s): here, with the model,
         # rather than on the event loop at the first extract or classify, blocking every task.
