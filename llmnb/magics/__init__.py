@@ -83,8 +83,8 @@ class LlmMagics(Magics):
     @argument("--refresh", action="store_true", help="ask the model again even for answers the cache holds")
     @cell_magic
     def llm_parallel(self, line: str, cell: str):
-        """%%llm_parallel [--model M] [-o VAR] [--max-concurrency N] [--for NAME in VAR] [--retries N]: run the tasks
-        concurrently.
+        """%%llm_parallel [--model M] [-o VAR] [--max-concurrency N] [--for NAME in VAR] [--retries N]
+        [--refresh]: run the tasks concurrently.
 
         One task per line (an indented line continues the prompt above):
 
@@ -102,6 +102,10 @@ class LlmMagics(Magics):
         `--for doc in docs` runs every line once per item of the list (or tuple, pandas Series)
         `docs`, with {doc} filled from the item: `label ? spam | ham: {doc}` gives label_1 ..
         label_N in the list's order; `res.as_list()` gives the values back as a list.
+
+        With a model that keeps answers (`Models.create(..., cache="answers.sqlite")`), a re-run
+        (after an Interrupt or a crash, say) sends only what is not kept yet, and the summary line
+        says how many answers came from the cache; `--refresh` asks again for every task.
         """
         return run_blocking(self.run_async("llm_parallel", line, cell))
 
