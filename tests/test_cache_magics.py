@@ -3,20 +3,12 @@ summary line says where the answers came from, --refresh asks again."""
 
 from __future__ import annotations
 
-import pytest
+import test_magics
 from fault_server import NumberedServer
 
 from llmnb import Models
 
-
-@pytest.fixture(scope="module")
-def ip():
-    from IPython.testing.globalipapp import start_ipython
-
-    shell = start_ipython()
-    shell.run_cell("%load_ext llmnb", store_history=False)
-    yield shell
-    shell.run_cell("%reset -f", store_history=False)
+ip = test_magics.ip  # the IPython shell fixture, shared
 
 
 def test_copies_are_samples_kept_and_refreshed(ip, tmp_path, capsys):
