@@ -402,7 +402,9 @@ async def turn(cache: Cache | None, backend: Backend, request: Request, refresh:
     if cache is None:
         yield Turn(None)
         return
-    text = request_text(await cache.identity(backend), backend.name, request)
+    identity = await cache.identity(backend)
+    # a local model is its file: the same weights under another path or alias give the same answers
+    text = request_text(identity, "" if identity.startswith("gguf:") else backend.name, request)
     with cache.claim(hashlib.sha256(text.encode()).hexdigest()) as key:
         here = Turn(cache, key, backend.name)
         if not (refresh or _refresh.get()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -285,3 +286,10 @@ def test_the_embedded_model_keys_by_its_file_content(embedded_model, tmp_path):
     digest = hashlib.sha256(Path(embedded_model.backend.path).read_bytes()).hexdigest()
     with sqlite3.connect(cache.path) as db:
         assert db.execute("SELECT sha256 FROM file_hashes").fetchall() == [(digest,)]
+    copy = tmp_path / "same-weights.gguf"  # another path, the same content: the same answers
+    shutil.copyfile(embedded_model.backend.path, copy)
+    with Models.create(f"llamacpp:{copy}", cache=cache) as moved:
+        events.clear()
+        with listen(events.append):
+            assert moved.classify(["cat", "dog"], "It says meow.") == first
+    assert [e.cached for e in finished(events)] == [True]
