@@ -32,6 +32,7 @@ import queue
 import sqlite3
 import threading
 import time
+import warnings
 import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -392,8 +393,13 @@ class Turn:
         self.hit: Completion | None = None
 
     async def keep(self, completion: Completion) -> None:
-        if self.cache is not None and self.hit is None and completion.finish not in INCOMPLETE:
+        if self.cache is None or self.hit is not None or completion.finish in INCOMPLETE:
+            return
+        try:
             await self.cache.keep(self.key, self.model, completion)
+        except sqlite3.Error as e:  # a full disk, say: the answer was paid for, so the caller still gets it
+            warnings.warn(f"llmnb could not keep an answer in {self.cache.path} ({e}); it is returned, not kept",
+                          RuntimeWarning, stacklevel=2)
 
 
 @contextlib.asynccontextmanager

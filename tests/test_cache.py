@@ -293,3 +293,11 @@ def test_the_embedded_model_keys_by_its_file_content(embedded_model, tmp_path):
         with listen(events.append):
             assert moved.classify(["cat", "dog"], "It says meow.") == first
     assert [e.cached for e in finished(events)] == [True]
+
+
+def test_an_answer_that_cannot_be_written_is_still_returned(server, tmp_path):
+    model = model_on(server, tmp_path / "a.sqlite")
+    model.cache._do(lambda db: db.execute("PRAGMA query_only = ON")).result()  # every write now fails
+    with pytest.warns(RuntimeWarning, match="could not keep an answer"):
+        assert model.generate("hello") == "answer 1"
+    assert len(model.cache) == 0
