@@ -388,7 +388,7 @@ class Turn:
     """One model turn through the cache (or through none): `hit` is the kept answer, if any;
     `keep(completion)` writes a complete answer that was just received."""
 
-    def __init__(self, cache: Cache | None, key: str | None = None, model: str = ""):
+    def __init__(self, cache: Cache | None, key: str = "", model: str = ""):
         self.cache, self.key, self.model = cache, key, model
         self.hit: Completion | None = None
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from numbers import Real
 
 from .backends.base import Backend
 from .errors import ConfigError
@@ -41,7 +40,7 @@ def price_for(backend: Backend, override: Price | None = None) -> Price | None:
 def checked(price: object) -> Price:
     """A `price=` option, checked."""
     if (not isinstance(price, (tuple, list)) or len(price) != 2
-            or not all(isinstance(p, Real) and not isinstance(p, bool) and p >= 0 for p in price)):
+            or not all(isinstance(p, (int, float)) and not isinstance(p, bool) and p >= 0 for p in price)):
         raise ConfigError(f"price= takes (input, output) in USD per million tokens, e.g. price=(0.15, 0.6), "
                           f"not {price!r}")
     return Price(float(price[0]), float(price[1]))
@@ -55,9 +54,12 @@ def table_price(model: str, provider: str, base_url: str | None) -> Price | None
         from genai_prices import Usage, calc_price
     except ImportError:
         return None
-    where = {"provider_api_url": base_url} if base_url else {"provider_id": provider}
+    million = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
     try:
-        found = calc_price(Usage(input_tokens=1_000_000, output_tokens=1_000_000), model, **where)
+        if base_url:  # a server the table may know by its URL
+            found = calc_price(million, model, provider_api_url=base_url)
+        else:
+            found = calc_price(million, model, provider_id=provider)
     except LookupError:
         return None
     return Price(float(found.input_price), float(found.output_price))

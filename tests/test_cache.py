@@ -301,3 +301,11 @@ def test_an_answer_that_cannot_be_written_is_still_returned(server, tmp_path):
     with pytest.warns(RuntimeWarning, match="could not keep an answer"):
         assert model.generate("hello") == "answer 1"
     assert len(model.cache) == 0
+
+
+def test_prices_come_from_the_table_for_known_providers():
+    pytest.importorskip("genai_prices")
+    known = Models.create("openai:gpt-4o-mini", api_key="sk-unused")
+    assert known.price is not None and known.price.input > 0 and known.price.output > known.price.input
+    assert Models.create("openai:no-such-model-here", api_key="sk-unused").price is None
+    assert Models.create("openai:gpt-4o-mini", api_key="sk-unused", price=(1, 2)).price.cost(1_000_000, 0) == 1.0
