@@ -9,15 +9,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from typing import Annotated
 
-from . import Models, Timeline
+from pydantic import Field
+
+from . import Model, Models, Timeline
 from .registry import DEFAULT
 
 NAMES_PROMPT = "Generate 20 English names with first name and surname"
 SPAM_PROMPT = "I am a Nigerian prince and will make you very rich!"
 
+# The type is the contract, and a local model's grammar keeps all of it. A plain list[str] says
+# nothing of how many items or what they look like: the 135M embedded model closes the list after
+# two ("First Name", "Surname"), or lets a string run on to max_tokens. Put the count and the
+# shape in the type and even this model gives 20 names.
+Name = Annotated[str, Field(pattern=r"^[A-Z][a-z]{1,15} [A-Z][a-z]{1,15}$")]  # "Ada Lovelace"
+Names = Annotated[list[Name], Field(min_length=20, max_length=20)]  # exactly 20 of them
 
-async def seed_example(model) -> None:
+
+async def seed_example(model: Model) -> None:
     start = time.perf_counter()
 
     def secs() -> str:
@@ -25,7 +35,7 @@ async def seed_example(model) -> None:
 
     async def extract_names():
         print("extract_names begin...", secs())
-        names = await model.extract_async(list[str], NAMES_PROMPT)
+        names = await model.extract_async(Names, NAMES_PROMPT)
         print("...extract_names done", secs())
         return names
 

@@ -182,6 +182,7 @@ class Cache:
                         write=True).result()
 
     def close(self) -> None:
+        """Stop the cache's thread and close the file (models using it then fail: open it again)."""
         if not self.closed:
             self.closed = True
             self._jobs.put(None)
@@ -189,6 +190,7 @@ class Cache:
 
     # -- used by Model._send --------------------------------------------------------------------
     async def lookup(self, key: str) -> Completion | None:
+        """The answer kept under `key`, or None."""
         row = await self._ask(
             lambda db: db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone())
         return None if row is None else completion_from_json(row[0])

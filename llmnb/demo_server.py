@@ -92,7 +92,7 @@ class DemoServer:
         self.in_flight = self.max_in_flight = self.requests = self.closed_early = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._server = None
+        self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.last_headers: dict[str, str] = {}
 
@@ -107,8 +107,8 @@ class DemoServer:
             self._loop = asyncio.new_event_loop()
             # A deep accept queue: thousands of clients connecting at once must not wait for SYN retries.
             serving = asyncio.start_server(self._handle, "127.0.0.1", self.port, backlog=4096)
-            self._server = self._loop.run_until_complete(serving)
-            self.port = self._server.sockets[0].getsockname()[1]
+            self._server = server = self._loop.run_until_complete(serving)
+            self.port = server.sockets[0].getsockname()[1]
             ready.set()
             self._loop.run_forever()
             self._loop.close()
@@ -119,7 +119,7 @@ class DemoServer:
         return self
 
     def stop(self) -> None:
-        if self._loop is not None:
+        if self._loop is not None and self._thread is not None:
             asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=5)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
@@ -127,7 +127,8 @@ class DemoServer:
 
     async def _shutdown(self) -> None:
         """Close the listener and every open connection, so keep-alive handlers end at EOF."""
-        self._server.close()
+        if self._server is not None:
+            self._server.close()
         for writer in list(self._writers):
             writer.transport.abort()
         handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
@@ -159,7 +160,7 @@ class DemoServer:
             return {k: self._example(v, defs) for k, v in schema.get("properties", {}).items()}
         if kind == "array":
             return [self._example(schema.get("items", {}), defs)]
-        return {"integer": 1, "number": 1.0, "boolean": True, "null": None}.get(kind, self.reply)
+        return {"integer": 1, "number": 1.0, "boolean": True, "null": None}.get(str(kind), self.reply)
 
     async def respond(self, body: dict) -> tuple[int, dict, bytes | Streamed] | None:
         """One answer: (status, headers, payload), or None to close the connection unanswered.

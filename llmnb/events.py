@@ -48,6 +48,10 @@ _call_ids = itertools.count(1)
 
 @dataclass(frozen=True)
 class CallEvent:
+    """One moment of a call's life, as listeners receive it: `kind` (see the module's list),
+    `time` (perf_counter seconds), the call's `method`, `label` and `model`; token counts and
+    `error` when known; `parent` for a tool run; `cached` and `cost` with `finished`."""
+
     call_id: int
     kind: str
     time: float

@@ -48,9 +48,11 @@ def estimate_tokens(body: Mapping[str, Any]) -> int:
     sent: its text at about 4 characters a token (as OpenAI's guide counts English) plus what it
     may generate (`max_tokens`, as OpenAI's own limiter counts it). Corrected after the answer by
     the usage it reports (`RateLimits.settle`)."""
-    chars = sum(len(str(m.get("content") or "")) + 16 for m in body.get("messages", ()))  # + the role's tokens
-    if body.get("response_format"):
-        chars += len(str(body["response_format"]))
+    chars = sum(len(str(m.get("content") or "")) + len(str(m.get("tool_calls") or "")) + 16  # + the role's tokens
+                for m in body.get("messages", ()))
+    for field in ("response_format", "tools"):  # the server reads both into the prompt
+        if body.get(field):
+            chars += len(str(body[field]))
     return chars // 4 + 1 + (body.get("max_tokens") or 0)
 
 
@@ -82,7 +84,7 @@ class RateLimits:
         return min(known) if known else None
 
     def _make_buckets(self) -> dict[str, AsyncLimiter]:
-        return {kind: bucket(self.pace(kind)) for kind in KINDS if self.pace(kind)}
+        return {kind: bucket(pace) for kind in KINDS if (pace := self.pace(kind))}
 
     @property
     def active(self) -> bool:

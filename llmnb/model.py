@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import functools
 import inspect
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar, get_args
 
@@ -112,7 +113,8 @@ class Model:
         (temperature 0): a classification should not change from run to run.
         """
         label_type = labels_type(labels)
-        names = [m.value for m in label_type] if isinstance(label_type, type) else get_args(label_type)
+        is_enum = isinstance(label_type, type) and issubclass(label_type, enum.Enum)
+        names = [m.value for m in label_type] if is_enum else get_args(label_type)
         guide = CLASSIFY_INST.format(labels=", ".join(f'"{n}"' for n in names))
         gen = Generation(max_tokens, temperature, seed).over(self.defaults).over(Generation(temperature=0))
         return await self._run("classify", prompt, target_for(label_type), inst, gen, retries, guide=guide,
@@ -156,7 +158,8 @@ class Model:
         self._count(call, completion, cached=turn.hit is not None)
         return completion
 
-    async def _send_stream(self, request: Request, call: Call, refresh: bool = False) -> AsyncIterator[Delta]:
+    async def _send_stream(self, request: Request, call: Call,
+                           refresh: bool = False) -> AsyncGenerator[Delta, None]:
         """`_send` for a streamed turn: a kept answer comes as one piece; a streamed answer is
         kept once it is complete, before the stream ends."""
         async with answer_cache.turn(self.cache, self.backend, request, refresh) as turn:
@@ -195,10 +198,10 @@ class Model:
         messages, gen, call = self._prepare(method, prompt, inst, gen, guide)
         with reported(call, Tally(0, 0)) as tally:
             for attempt in range(retries + 1):
-                request = Request(messages, gen, schema=target and target.schema)
+                request = Request(messages, gen, schema=target.schema if target else None)
                 completion = await self._send(request, call, refresh)
-                tally.tokens_in += completion.tokens_in or 0
-                tally.tokens_out += completion.tokens_out or 0
+                tally.tokens_in = (tally.tokens_in or 0) + (completion.tokens_in or 0)
+                tally.tokens_out = (tally.tokens_out or 0) + (completion.tokens_out or 0)
                 if target is None:
                     return completion.text
                 try:

@@ -22,6 +22,7 @@ class Price:
     output: float
 
     def cost(self, tokens_in: int | None, tokens_out: int | None) -> float | None:
+        """USD for these token counts (None when neither is known)."""
         if tokens_in is None and tokens_out is None:
             return None
         return ((tokens_in or 0) * self.input + (tokens_out or 0) * self.output) / 1e6

@@ -5,10 +5,13 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import os
+from collections.abc import Callable
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 
-from .backends.base import Generation
+from . import providers
+from .backends.base import Backend, Generation
 from .cache import open_cache
 from .errors import ConfigError
 from .model import Model
@@ -62,14 +65,17 @@ def _llamacpp(name: str, timeout: float = 300.0, n_ctx: int = 2048, n_threads: i
 
 def _openai(name: str, api_key: str | None = None, base_url: str | None = None, max_concurrency: int = 16,
             timeout: float = 60.0, max_retries: int = 3, rpm: float | None = None, tpm: float | None = None,
-            http_client=None):
+            http_client=None, *, provider: str = "openai"):
+    """Any OpenAI-compatible endpoint; `provider` names its entry in the providers table."""
     if not name:
-        raise ConfigError('name the model after the colon, e.g. Models.create("openai:gpt-4o-mini")')
-    api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        example = "gpt-4o-mini" if provider == "openai" else "MODEL"
+        raise ConfigError(f'name the model after the colon, e.g. Models.create("{provider}:{example}")')
+    entry = providers.PROVIDERS[provider]
+    api_key = api_key or os.environ.get(entry.key_env)
     if not api_key:
-        if base_url is None:
+        if base_url is None and not entry.local:
             raise ConfigError(
-                "openai models need an API key: set OPENAI_API_KEY or pass api_key=...; "
+                f"{provider} models need an API key: set {entry.key_env} or pass api_key=...; "
                 f"for no key at all use Models.create() (the embedded offline model, {DEFAULT})"
             )
         api_key = "no-key"  # local OpenAI-compatible servers usually ignore the key
@@ -77,11 +83,13 @@ def _openai(name: str, api_key: str | None = None, base_url: str | None = None, 
         raise ConfigError(f"max_concurrency must be a whole number of at least 1, not {max_concurrency!r}")
     from .backends.openai import OpenAIBackend
 
-    return OpenAIBackend(name, api_key=api_key, base_url=base_url, max_concurrency=max_concurrency,
-                         max_retries=max_retries, timeout=timeout, rpm=rpm, tpm=tpm, http_client=http_client)
+    return OpenAIBackend(name, api_key=api_key, base_url=base_url or entry.base_url, max_concurrency=max_concurrency,
+                         max_retries=max_retries, timeout=timeout, rpm=rpm, tpm=tpm, http_client=http_client,
+                         provider=provider, quirks=entry.quirks)
 
 
-PROVIDERS = {"llamacpp": _llamacpp, "openai": _openai}
+PROVIDERS: dict[str, Callable[..., Backend]] = {
+    "llamacpp": _llamacpp, **{p: partial(_openai, provider=p) for p in providers.PROVIDERS}}
 
 
 class Models:
@@ -99,6 +107,10 @@ class Models:
           rpm= and tpm= (requests and tokens per minute, kept before sending), http_client= (any
           client the openai SDK takes, or a class making one per event loop; the default is the
           SDK's aiohttp one).
+        - Named OpenAI-compatible providers, with the same options: "anthropic:", "gemini:",
+          "mistral:", "groq:", "together:", "fireworks:", "deepseek:", "openrouter:", "xai:",
+          "cerebras:" (key from their variable, e.g. GROQ_API_KEY) and local servers needing no
+          key: "ollama:", "lmstudio:", "vllm:", "llama-server:" (see `llmnb.providers`).
         - For all: generation defaults temperature=, max_tokens=, seed=; cache= (a file of kept
           answers, e.g. "answers.sqlite"; True: llmnb-cache.sqlite here; False: none, even under
           llmnb.use_cache); price=(input, output) in USD per million tokens.
@@ -116,7 +128,7 @@ class Models:
             raise ConfigError(f"unknown model {name!r}: use one of {known} (the default is {DEFAULT!r})")
         generation = Generation(**{k: options.pop(k) for k in GENERATION if k in options})
         cache, price = options.pop("cache", None), options.pop("price", None)
-        allowed = [p for p in inspect.signature(factory).parameters if p != "name"]
+        allowed = [p for p in inspect.signature(factory).parameters if p not in ("name", "provider")]
         unknown = sorted(set(options) - set(allowed))
         if unknown:
             takes = ", ".join(allowed + list(GENERATION) + ["cache", "price"])

@@ -110,7 +110,7 @@ def iterate(agen: AsyncGenerator[T, None]) -> Iterator[T]:
         return await anext(agen, END)
 
     try:
-        while (item := run(step())) is not END:
+        while not isinstance(item := run(step()), _End):
             yield item
     finally:
         if threading.current_thread() is _thread:  # dropped and collected on the private loop itself

@@ -24,9 +24,11 @@ class Thread:
             self._add("system", inst)
 
     def user(self, text: str) -> Thread:
+        """Append a user turn; returns the thread."""
         return self._add("user", text)
 
     def assistant(self, text: str) -> Thread:
+        """Append an assistant turn (a model's answer); returns the thread."""
         return self._add("assistant", text)
 
     @property
@@ -67,7 +69,7 @@ def messages_for(prompt: Any, inst: str | None, guide: str | None = None) -> tup
     if inst is not None and has_system:
         raise ConfigError("the prompt already has a system message; drop inst= or that message")
     if inst is not None or (guide is not None and not has_system):
-        messages.insert(0, {"role": "system", "content": inst if inst is not None else guide})
+        messages.insert(0, {"role": "system", "content": inst if inst is not None else str(guide)})
     elif guide is not None:
         first = next(i for i, m in enumerate(messages) if m["role"] == "system")
         messages[first] = {**messages[first], "content": f"{messages[first]['content']}\n{guide}"}

@@ -27,14 +27,36 @@ def secs():
 # %% [markdown]
 # ## Task 1: generate 20 names
 #
-# `extract_async(list[str], ...)` asks for a value of the type `list[str]`. llmnb turns the type
-# into a JSON schema (with pydantic), makes the model follow it, and checks the answer: what comes
-# back really is a list of strings. In a notebook cell we can `await` directly.
+# `extract_async(TYPE, ...)` asks for a value of a type. llmnb turns the type into a JSON schema
+# (with pydantic), makes the model follow it, and checks the answer. The type is the contract, so
+# first the plain `list[str]` (at `temperature=0`, the model's most likely answer):
 
 # %%
+PROMPT = "Generate 20 English names with first name and surname"
+loose = await model.extract_async(list[str], PROMPT, temperature=0)
+loose
+
+# %% [markdown]
+# A list of strings, as asked, but not 20 names: this tiny model writes the two fields it read
+# in the prompt (first name, surname) and closes the list; sampled, it gives a few names. Nothing in `list[str]` says how many items or what they look like, and the number 20 in
+# the prompt is only a hint a 135M model may ignore.
+#
+# Put the count and the shape in the type instead. A local model's answer is generated under a
+# grammar made from the schema: with `min_length=20, max_length=20` it cannot close the list
+# before the twentieth string nor go past it, and with a pattern each string is a first name and
+# a surname, each a capital and 1 to 15 letters (the bound also keeps a string from running on).
+
+# %%
+from typing import Annotated
+
+from pydantic import Field
+
+Name = Annotated[str, Field(pattern=r"^[A-Z][a-z]{1,15} [A-Z][a-z]{1,15}$")]   # "Ada Lovelace"
+Names = Annotated[list[Name], Field(min_length=20, max_length=20)]              # exactly 20
+
 async def extract_names():
     print("extract_names begin...", secs())
-    names = await model.extract_async(list[str], "Generate 20 English names with first name and surname")
+    names = await model.extract_async(Names, PROMPT)
     print("...extract_names done", secs())
     return names
 
@@ -44,7 +66,9 @@ names
 
 # %%
 # NBVAL_CHECK_OUTPUT
-type(names).__name__, all(isinstance(name, str) for name in names)
+import re
+
+len(names), all(re.fullmatch(r"[A-Z][a-z]+ [A-Z][a-z]+", name) for name in names)
 
 
 # %% [markdown]

@@ -1,7 +1,17 @@
 """An OpenAI-compatible server on 127.0.0.1 that misbehaves on request, for the reliability tests.
 
 It is llmnb's demo server (latency, many requests at once, in-flight counters, connections the
-client closed early) plus a script of faults: each request takes the next fault, if any.
+client closed early) plus a script of faults: each request takes the next fault, if any. Every
+request's body is kept in `bodies`.
+
+It also calls tools. A request with `tools` is answered with tool calls: by default one call of
+each tool offered (or of the one `tool_choice` names), its arguments an example of the tool's
+parameter schema (`tool_arguments[name]` sets them); `script_tools(turn, ...)` gives the calls of
+the next turns instead, each turn a list of (name, arguments). A request whose messages end with
+tool results is answered with text that repeats them ("Tool results: id=content; ..."), unless
+`keep_calling` is set (a model that never stops asking) or a scripted turn is left. Streamed,
+the calls come as OpenAI sends them: the id and name in a call's first fragment, the arguments in
+pieces, the calls' fragments interleaved by `index`.
 """
 
 from __future__ import annotations
@@ -11,10 +21,11 @@ import gc
 import json
 import os
 import threading
+import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from llmnb.demo_server import REPLY, DemoServer
+from llmnb.demo_server import PROMPT_TOKENS, REPLY, DemoServer, Streamed
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,13 @@ class StreamFault:
         return StreamFault("error", after)
 
 
+@dataclass
+class ToolStream(Streamed):
+    """A streamed answer of tool calls: (id, name, arguments text) each."""
+
+    calls: list = field(default_factory=list)
+
+
 class Slow(bytes):
     """A payload to send a few bytes at a time, spread over `seconds`."""
 
@@ -92,6 +110,10 @@ class FaultServer(DemoServer):
         self.refuse_json_schema = False
         self.stream_faults: deque[StreamFault] = deque()
         self.refuse_stream_options = False
+        self.refuse_tools = False  # answer a request with tools as a server without tool calls does
+        self.keep_calling = False
+        self.tool_arguments: dict[str, dict] = {}
+        self.tool_turns: deque[list[tuple[str, dict]]] = deque()
 
     def script(self, *faults: Fault) -> None:
         self.faults.extend(faults)
@@ -102,9 +124,11 @@ class FaultServer(DemoServer):
             return self._error(500, "Input should be 'text' or 'json_object'")
         if self.refuse_stream_options and "stream_options" in body:
             return self._error(400, "Unrecognized request argument supplied: stream_options")
+        if self.refuse_tools and "tools" in body:
+            return self._error(400, "'tools' is not supported by this server")
         fault = self.faults.popleft() if self.faults else None
         if fault is None:
-            return await super().respond(body)
+            return await self.answer_normally(body)
         if fault.kind == "status":
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             status, headers_, payload = self._error(fault.status, f"injected {fault.status}")
@@ -119,9 +143,9 @@ class FaultServer(DemoServer):
             return 200, {"Content-Type": "application/json"}, b'{"choices": [ this is not json'
         if fault.kind == "delay":
             await asyncio.sleep(fault.seconds)
-            return await super().respond(body)
+            return await self.answer_normally(body)
         if fault.kind == "trickle":
-            status, headers, payload = await super().respond(body)
+            status, headers, payload = await self.answer_normally(body)
             slow = Slow(payload)
             slow.seconds = fault.seconds
             return status, headers, slow
@@ -131,6 +155,83 @@ class FaultServer(DemoServer):
         finally:
             self.reply = saved
         return status, headers, payload
+
+    async def answer_normally(self, body: dict):
+        calls = self.tool_calls(body)
+        if not calls:
+            return await super().respond(body)
+        calls = [(f"call_{self.requests}_{i}", name, json.dumps(args)) for i, (name, args) in enumerate(calls)]
+        if body.get("stream"):
+            return 200, {"Content-Type": "text/event-stream"}, ToolStream(body, [], "tool_calls", calls=calls)
+        message = {"role": "assistant", "content": None, "tool_calls": [
+            {"id": i, "type": "function", "function": {"name": n, "arguments": a}} for i, n, a in calls]}
+        payload = {"id": f"fault-{self.requests}", "object": "chat.completion", "created": int(time.time()),
+                   "model": body.get("model", "demo"),
+                   "choices": [{"index": 0, "finish_reason": "tool_calls", "message": message}],
+                   "usage": self.usage(calls)}
+        return 200, {"Content-Type": "application/json"}, json.dumps(payload).encode()
+
+    # -- tool calls -------------------------------------------------------------------------------
+    def script_tools(self, *turns: list[tuple[str, dict]]) -> None:
+        self.tool_turns.extend(turns)
+
+    def tool_calls(self, body: dict) -> list[tuple[str, dict]]:
+        """The (name, arguments) this request is answered with; none: answer with text."""
+        tools = [t["function"] for t in body.get("tools") or ()]
+        messages = body.get("messages") or [{}]
+        if not tools or body.get("tool_choice") == "none":
+            return []
+        if self.tool_turns:
+            return self.tool_turns.popleft()
+        if messages[-1].get("role") == "tool" and not self.keep_calling:
+            return []
+        choice = body.get("tool_choice")
+        if isinstance(choice, dict):
+            tools = [t for t in tools if t["name"] == choice["function"]["name"]]
+        return [(t["name"], self.tool_arguments.get(t["name"]) or self.arguments_for(t)) for t in tools]
+
+    def arguments_for(self, function: dict) -> dict:
+        schema = function.get("parameters") or {"type": "object", "properties": {}}
+        return self._example(schema, schema.get("$defs", {}))
+
+    def answer(self, body: dict) -> str:
+        """After tool results (and with no schema to fit), the results repeated, so tests see they arrived."""
+        messages = body.get("messages") or [{}]
+        if messages[-1].get("role") != "tool" or body.get("response_format"):
+            return super().answer(body)
+        results = []
+        for m in reversed(messages):
+            if m.get("role") != "tool":
+                break
+            results.insert(0, f"{m.get('tool_call_id')}={m.get('content')}")
+        return "Tool results: " + "; ".join(results)
+
+    @staticmethod
+    def usage(calls: list) -> dict:
+        out = sum(len(a) for _, _, a in calls) // 4 + len(calls)
+        return {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": out, "total_tokens": PROMPT_TOKENS + out}
+
+    def events(self, answer: Streamed) -> list[bytes]:
+        if not isinstance(answer, ToolStream):
+            return super().events(answer)
+        base = {"id": f"fault-{self.requests}", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": answer.body.get("model", "demo")}
+
+        def chunk(delta: dict, finish: str | None = None) -> dict:
+            return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+        chunks = [chunk({"role": "assistant", "content": None})]
+        chunks += [chunk({"tool_calls": [{"index": i, "id": call_id, "type": "function",
+                                          "function": {"name": name, "arguments": ""}}]})
+                   for i, (call_id, name, _) in enumerate(answer.calls)]
+        pieces = [[a[j:j + 5] for j in range(0, len(a), 5)] for _, _, a in answer.calls]
+        for step in range(max(map(len, pieces), default=0)):  # interleaved: call 0, call 1, ..., again
+            chunks += [chunk({"tool_calls": [{"index": i, "function": {"arguments": p[step]}}]})
+                       for i, p in enumerate(pieces) if step < len(p)]
+        chunks.append(chunk({}, "tool_calls"))
+        if (answer.body.get("stream_options") or {}).get("include_usage"):
+            chunks.append({**base, "choices": [], "usage": self.usage(answer.calls)})
+        return [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
 
     async def send(self, writer: asyncio.StreamWriter, head: bytes, payload: bytes) -> None:
         if not isinstance(payload, Slow):

@@ -13,7 +13,7 @@ from llmnb.structured import target_for, type_name
 
 def test_unknown_provider_lists_known_ones():
     with pytest.raises(ConfigError, match=r'"llamacpp:\.\.\.", "openai:\.\.\."'):
-        Models.create("anthropic:claude")
+        Models.create("nope:claude")
     with pytest.raises(ConfigError, match="unknown model"):
         Models.create("gpt-4o")
 

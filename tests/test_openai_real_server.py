@@ -7,6 +7,7 @@ schema, so this also proves the structured-output fallback on a server we did no
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from dataclasses import dataclass
 
@@ -14,6 +15,8 @@ import pytest
 from servers import free_port, start, stop
 
 from llmnb import ExtractError, Models, Thread, listen
+from llmnb.backends.base import Completion, Generation, Request, join
+from llmnb.events import Call
 from llmnb.registry import embedded_path
 
 
@@ -70,3 +73,39 @@ def test_an_answer_cut_off_by_a_real_server_says_so(llama_server):
     model = Models.create("openai:smollm2", base_url=llama_server, temperature=0, seed=1)
     with pytest.raises(ExtractError, match="cut off at max_tokens=3"):
         model.extract(list[str], "Name twenty colours.", max_tokens=3)
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+TOOLS = (WEATHER,)
+
+
+def tool_turn(llama_server, request: Request, stream: bool) -> Completion:
+    backend = Models.create("openai:smollm2", base_url=llama_server, temperature=0, seed=1, max_retries=0).backend
+    call = Call("stream" if stream else "generate", "tools", backend.name)
+
+    async def go():
+        if stream:
+            return join([d async for d in backend.run_stream(request, call)])
+        return await backend.run(request, call)
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_calls_through_llama_cpp_server(llama_server, stream):
+    """llama-cpp-python's server calls a tool when tool_choice names it (a grammar of the tool's
+    parameters); with tool_choice left to it, this model's chat format answers in text."""
+    ask = ({"role": "user", "content": "What is the weather in Paris?"},)
+    forced = tool_turn(llama_server, Request(ask, Generation(40), tools=TOOLS, tool_choice="weather"), stream)
+    assert forced.finish == "tool_calls" and [c.name for c in forced.tool_calls] == ["weather"]
+    assert isinstance(json.loads(forced.tool_calls[0].arguments)["city"], str)
+    free = tool_turn(llama_server, Request(ask, Generation(20), tools=TOOLS), stream)
+    assert free.tool_calls or free.text.strip()
+    # The results go back; the assistant turn of only tool calls is sent with "" as its text
+    asked = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in forced.tool_calls]}
+    result = {"role": "tool", "tool_call_id": forced.tool_calls[0].id, "content": "sunny, 21 C"}
+    answer = tool_turn(llama_server, Request((*ask, asked, result), Generation(20), tools=TOOLS), stream)
+    assert answer.finish in ("stop", "length") and (answer.text.strip() or answer.tool_calls)

@@ -52,6 +52,22 @@ def test_dropped_connection_and_malformed_body_are_retried(fault_server):
     assert fault_server.requests == 3
 
 
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_server_not_running_is_reported_as_refused_not_as_a_timeout(transport, stream):
+    import openai
+    from servers import free_port
+
+    port = free_port()  # bound and closed again: nothing listens there
+    options = {"http_client": openai.DefaultAsyncHttpxClient} if transport == "httpx" else {}
+    model = Models.create("openai:x", base_url=f"http://127.0.0.1:{port}/v1", max_retries=1, **options)
+    with pytest.raises(ModelCallError) as info:
+        list(model.stream("hi")) if stream else model.generate("hi")
+    message = str(info.value)
+    assert f"the connection to 127.0.0.1:{port} was refused" in message and "timeout" not in message
+    assert info.value.attempts == 2 and "start the server or check base_url" in message
+
+
 def test_timeout_bounds_a_hung_server(fault_server):
     fault_server.script(Fault.hang(), Fault.hang())
     start = time.perf_counter()

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, fields
 from typing import Generic, TypeVar
@@ -78,7 +78,9 @@ class Delta:
 
 def join(deltas: Iterable[Delta]) -> Completion:
     """The completion a stream of deltas adds up to (counts and finish: the last ones given)."""
-    text, tokens_in, tokens_out, finish, calls = [], None, None, None, []
+    text: list[str] = []
+    calls: list[ToolCall] = []
+    tokens_in, tokens_out, finish = None, None, None
     for d in deltas:
         text.append(d.text)
         calls.extend(d.tool_calls)
@@ -132,7 +134,7 @@ class Backend(ABC):
             call.emit("started")
             return await self.complete(request, call)
 
-    async def run_stream(self, request: Request, call: Call) -> AsyncIterator[Delta]:
+    async def run_stream(self, request: Request, call: Call) -> AsyncGenerator[Delta, None]:
         """`run` for a streamed call: the slot is held for the whole stream. Leaving early
         (`aclose()`) closes the backend's stream, which ends the request or frees the sequence."""
         call.emit("waiting")
@@ -155,7 +157,7 @@ class Backend(ABC):
         cannot fix by retrying."""
 
     @abstractmethod
-    def stream(self, request: Request, call: Call) -> AsyncIterator[Delta]:
+    def stream(self, request: Request, call: Call) -> AsyncGenerator[Delta, None]:
         """Make one completion as an async generator of `Delta`s (`async def` with `yield`); the
         last one carries the token counts and `finish` when known. Closed before its end
         (`aclose()`), it stops the work: the connection closes, the sequence is freed. A failure

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import threading
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import ConfigError, ModelCallError
@@ -36,6 +37,7 @@ from .base import Backend, Completion, Delta, PerLoop, Request, join
 from .batched_llama import LlamaContext, SequenceSampler
 from .grammar import converter, schema_to_gbnf
 from .local import LOCAL_DEFAULTS, REPEAT_PENALTY, import_llama_cpp, reusable
+from .local_tools import ResponseText, answer_schema, chat_messages, chosen_tools, read_answer
 from .prompt_cache import PromptCache, common_prefix
 
 MAX_PARALLEL = 64
@@ -158,7 +160,7 @@ class Engine:
 
     def _drop_cancelled(self) -> None:
         for slot in list(self.running):
-            if slot.job.cancelled:
+            if slot.job is not None and slot.job.cancelled:
                 self._end(slot, None, keep_cache=False)
 
     def _admit(self) -> None:
@@ -175,14 +177,15 @@ class Engine:
 
     def _start(self, job: Job, free: list[Slot]) -> None:
         request = job.request
-        prompt = self.lc.prompt_tokens(request.messages)
+        prompt = self.lc.prompt_tokens(chat_messages(request))
         if len(prompt) >= self.lc.n_ctx_seq:
             raise ConfigError(
                 f"{self.name}: the prompt ({len(prompt)} tokens) does not fit the context of {self.lc.n_ctx_seq} "
                 f"tokens per task; shorten it or pass a larger n_ctx= to Models.create "
                 f"(at most {self.lc.n_ctx_train}, the model's training context)"
             )
-        gbnf = schema_to_gbnf(request.schema) if request.schema is not None else None
+        gbnf = answer_grammar(request)
+        assert request.gen.temperature is not None and request.gen.max_tokens is not None  # LOCAL_DEFAULTS under all
         sampler = SequenceSampler(self.lc, temperature=request.gen.temperature, repeat_penalty=REPEAT_PENALTY,
                                   seed=request.gen.seed, gbnf=gbnf)
         slot, keep = self._place(prompt, free)
@@ -230,7 +233,8 @@ class Engine:
     def _batch(self) -> tuple[list, list]:
         """This step's (token, position, sequence, wants logits) items: the next token of every
         decoding sequence first, then as much of the waiting prompts as the batch holds."""
-        items, members = [], []
+        items: list[tuple[int, int, int, bool]] = []
+        members: list[tuple[Slot, int]] = []
         for slot in self.running:
             slot.row = -1
             if not slot.pending:
@@ -281,6 +285,7 @@ class Engine:
             slot.cached.append(slot.out[-1])
 
     def _sample(self, slot: Slot) -> None:
+        assert slot.sampler is not None and slot.job is not None  # a running slot holds both
         try:
             token = slot.sampler.sample(slot.row)
         except Exception as e:  # noqa: BLE001 - fails this sequence only
@@ -297,12 +302,14 @@ class Engine:
             self._post(slot.job, self._delta(slot, self.lc.piece(token), None))
 
     def _delta(self, slot: Slot, piece: bytes, finish: str | None) -> Delta:
+        assert slot.text is not None  # set with the job
         text = slot.text.decode(piece, final=finish is not None)
         return Delta(text, tokens_in=slot.n_prompt, tokens_out=len(slot.out), finish=finish)
 
     def _end(self, slot: Slot, outcome, *, keep_cache: bool = True) -> None:
         """Free the slot and post the job's last item (its final Delta, an exception, or None)."""
         job = slot.job
+        assert job is not None
         if keep_cache:  # the next task may reuse the start of this prompt, never the generated tokens
             del slot.cached[reusable(slot.n_prompt):]
             self.lc.forget(slot.seq, len(slot.cached))  # so that the cells are what `cached` says
@@ -314,6 +321,14 @@ class Engine:
         slot.job, slot.sampler, slot.pending, slot.out, slot.row, slot.text = None, None, [], [], -1, None
         self.running.remove(slot)
         self._post(job, outcome)
+
+
+def answer_grammar(request: Request) -> str | None:
+    """The grammar the answer is generated under: the tool-call union with tools (its keys in
+    the order given: a call's name comes before its arguments), else the schema's, else none."""
+    if request.tools:
+        return schema_to_gbnf(answer_schema(request), sort_keys=False)
+    return schema_to_gbnf(request.schema) if request.schema is not None else None
 
 
 def _put_all(items) -> None:
@@ -362,14 +377,39 @@ class BatchedBackend(Backend):
     async def complete(self, request: Request, call: Call) -> Completion:
         return join([delta async for delta in self.stream(request, call)])
 
-    async def stream(self, request: Request, call: Call) -> AsyncIterator[Delta]:
+    def stream(self, request: Request, call: Call) -> AsyncGenerator[Delta, None]:
         """The answer piece by piece, one per decode step. Leaving early (break, aclose, a
         cancelled task) stops the sequence and frees its slot and KV cells."""
+        tools = request.tools or request.tool_choice is not None
+        return self._answer(request, call) if tools else self._generate(request, call)
+
+    async def _answer(self, request: Request, call: Call) -> AsyncGenerator[Delta, None]:
+        """The answer to a request with tools, generated whole as JSON (local_tools): a response's
+        text as it is decoded, tool calls in one last delta with finish "tool_calls"."""
+        chosen_tools(request)  # a tool_choice that names no tool fails here, before the engine
+        reader = ResponseText(request.schema is None)
+        sent: list[str] = []
+        async with contextlib.aclosing(self._generate(request, call)) as deltas:
+            try:
+                async for delta in deltas:
+                    text = reader.feed(delta.text)
+                    if delta.finish is not None:
+                        text, calls, finish = read_answer(reader.raw, request, delta.finish)
+                        yield replace(delta, text=text[len("".join(sent)):], finish=finish, tool_calls=calls)
+                    elif text:
+                        sent.append(text)
+                        yield Delta(text)
+            except ModelCallError as e:
+                e.partial = "".join(sent) or None  # the response text the caller has, not the JSON
+                raise
+
+    async def _generate(self, request: Request, call: Call) -> AsyncGenerator[Delta, None]:
+        """The engine's pieces for one request."""
         loop = asyncio.get_running_loop()
         job = Job(request, loop, asyncio.Queue())
         self._engine.submit(job)
         timer = loop.call_later(self.timeout, job.queue.put_nowait, LATE)  # one timer per call, not per piece
-        text = []
+        text: list[str] = []
         try:
             while True:
                 try:

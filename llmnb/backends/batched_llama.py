@@ -39,11 +39,20 @@ class LlamaContext:
     """
 
     def __init__(self, llama_cpp, path: Path, *, n_seq: int, n_ctx_seq: int, n_threads: int | None, n_batch: int = 512):
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        self.L = L = llama_cpp
+        self.L = llama_cpp
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # as Llama(verbose=False)
-        L.llama_backend_init()
+        llama_cpp.llama_backend_init()
+        self._load_model(path)
+        self._make_context(n_seq, n_ctx_seq, n_threads, n_batch)
+        self._make_batch(n_batch)
+        self._pieces: dict[int, bytes] = {}
+        self._ends: dict[int, bool] = {}
+        self.candidates = np.empty(self.n_vocab, dtype=TOKEN_DATA)  # the samplers' work space (one thread)
+        self.ids = np.arange(self.n_vocab, dtype=np.int32)
+        self._make_formatter(path)
+
+    def _load_model(self, path: Path) -> None:
+        L = self.L
         self.model = L.llama_model_load_from_file(str(path).encode(), L.llama_model_default_params())
         if not self.model:
             raise ConfigError(f"llama.cpp could not load {path}: is it a GGUF model file?")
@@ -51,6 +60,8 @@ class LlamaContext:
         self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train = L.llama_model_n_ctx_train(self.model)
 
+    def _make_context(self, n_seq: int, n_ctx_seq: int, n_threads: int | None, n_batch: int) -> None:
+        L = self.L
         params = L.llama_context_default_params()
         params.n_seq_max = n_seq
         params.n_ctx = min(n_ctx_seq, self.n_ctx_train) * n_seq
@@ -69,7 +80,10 @@ class LlamaContext:
         self.n_ctx_seq = L.llama_n_ctx_seq(self.ctx)
         self.n_batch = min(n_batch, L.llama_n_batch(self.ctx))  # llama.cpp may lower it for small contexts
         self.memory = L.llama_get_memory(self.ctx)
-        self.batch = L.llama_batch_init(n_batch, 0, 1)
+
+    def _make_batch(self, n_batch: int) -> None:
+        """One llama_batch for every step, with numpy views over its arrays."""
+        self.batch = self.L.llama_batch_init(n_batch, 0, 1)
         self._tokens = np.ctypeslib.as_array(self.batch.token, shape=(n_batch,))
         self._pos = np.ctypeslib.as_array(self.batch.pos, shape=(n_batch,))
         self._logits = np.ctypeslib.as_array(self.batch.logits, shape=(n_batch,))
@@ -80,12 +94,13 @@ class LlamaContext:
         self._view: np.ndarray | None = None  # the last array made over llama.cpp's logits buffer
         self._rows: dict[int, int] = {}  # batch item -> its row in this step's logits
         self._best: np.ndarray | None = None  # and each row's highest logit
-        self._pieces: dict[int, bytes] = {}
-        self._ends: dict[int, bool] = {}
-        self.candidates = np.empty(self.n_vocab, dtype=TOKEN_DATA)  # the samplers' work space (one thread)
 
-        # The chat prompt exactly as llama-cpp-python builds it for a GGUF with a chat template
-        # (Llama.__init__ -> Jinja2ChatFormatter -> chat_formatter_to_chat_completion_handler).
+    def _make_formatter(self, path: Path) -> None:
+        """The chat prompt exactly as llama-cpp-python builds it for a GGUF with a chat template
+        (Llama.__init__ -> Jinja2ChatFormatter -> chat_formatter_to_chat_completion_handler)."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        L = self.L
         template = self.meta("tokenizer.chat_template")
         if template is None:
             self.close()
@@ -98,7 +113,6 @@ class LlamaContext:
             stop_token_ids=[eos],
         )
         self.stop_ids = {eos}
-        self.ids = np.arange(self.n_vocab, dtype=np.int32)
 
     # --- model facts and text -------------------------------------------------------------------
     def meta(self, key: str) -> str | None:
@@ -239,7 +253,7 @@ class SequenceSampler:
         L = self.L = lc.L
         self.lc = lc
         self.temperature = temperature
-        self._owned = []
+        self._owned: list[object] = []  # llama.cpp samplers, freed with this object
         self.penalties = self._own(L.llama_sampler_init_penalties(lc.n_vocab, PENALTY_LAST_N, repeat_penalty, 0.0, 0.0))
         # The tokens the penalty lowers: the last PENALTY_LAST_N accepted, as the sampler counts them.
         self._window: deque[int] = deque()

@@ -27,6 +27,7 @@ def _gbnf(schema_json: str) -> str:
     return converter()(schema_json).replace(LOOSE_CHAR, JSON_CHAR)
 
 
-def schema_to_gbnf(schema: dict) -> str:
-    """The GBNF grammar (root rule "root") whose strings are exactly the JSON texts valid for `schema`."""
-    return _gbnf(json.dumps(schema, sort_keys=True))
+def schema_to_gbnf(schema: dict, *, sort_keys: bool = True) -> str:
+    """The GBNF grammar (root rule "root") whose strings are exactly the JSON texts valid for `schema`.
+    An object's properties come in the order of its schema's keys: sorted, unless `sort_keys` is False."""
+    return _gbnf(json.dumps(schema, sort_keys=sort_keys))

@@ -44,7 +44,8 @@ class PromptCache:
 
     def best(self, prompt: list[int]) -> tuple[tuple[int, ...], int]:
         """The kept tokens that share the longest start with `prompt`, and how many they share."""
-        found, most = (), 0
+        found: tuple[int, ...] = ()
+        most = 0
         for tokens in self._kept:
             n = common_prefix(tokens, prompt)
             if n > most:

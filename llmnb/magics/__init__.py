@@ -9,6 +9,7 @@ from collections import ChainMap, Counter
 from collections.abc import Sequence
 
 from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Int, Unicode
@@ -38,6 +39,7 @@ class Interrupted(KeyboardInterrupt):
 class LlmMagics(Magics):
     """Defaults are settable with %config, e.g. `%config LlmMagics.model = "openai:gpt-4o-mini"`."""
 
+    shell: InteractiveShell  # IPython's Magics types it optional; registered magics always have one
     model = Unicode(DEFAULT, help="Default model of the llmnb magics (a Models.create name).").tag(config=True)
     max_concurrency = Int(0, help="Default cap on tasks run at once by %%llm_parallel (0: no cap).").tag(config=True)
     # A notebook cell wants a value: a small model's answer that does not fit the type (a string
@@ -238,7 +240,7 @@ def job(model, spec: TaskSpec, prompt: str, targets: dict, retries: int):
     if spec.kind == "extract":
         return lambda: model.extract_async(targets[spec.type_expr], prompt, retries=retries)
     if spec.kind == "classify":
-        return lambda: model.classify_async(list(spec.labels), prompt, retries=retries)
+        return lambda: model.classify_async(list(spec.labels or ()), prompt, retries=retries)
     return lambda: model.generate_async(prompt)
 
 

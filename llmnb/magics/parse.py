@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 HEADER = re.compile(
     r"""^(?P<name>[A-Za-z_]\w*)\s*
@@ -52,8 +53,8 @@ def parse_tasks(body: str) -> list[TaskSpec]:
         if match is None or not match["prompt"].strip():
             entries.append({"name": None, "count": 1, "kind": "generate", "prompt": line.strip()})
             continue
-        entry = {"name": match["name"], "count": int(match["count"] or 1), "prompt": match["prompt"].strip(),
-                 "kind": "generate"}
+        entry: dict[str, Any] = {"name": match["name"], "count": int(match["count"] or 1),
+                                 "prompt": match["prompt"].strip(), "kind": "generate"}
         if match["type"]:
             entry.update(kind="extract", type_expr=match["type"])
         elif match["labels"]:

@@ -30,10 +30,12 @@ class Results(dict):
 
     @property
     def errors(self) -> dict[str, BaseException]:
+        """The failed tasks' errors by task name."""
         return {name: v.error for name, v in self.items() if isinstance(v, TaskError)}
 
     @property
     def values_ok(self) -> dict:
+        """The values of the tasks that succeeded, by task name."""
         return {name: v for name, v in self.items() if not isinstance(v, TaskError)}
 
     def as_list(self) -> list:
@@ -42,6 +44,7 @@ class Results(dict):
         return [self.get(name) for name in self.order or list(self)]
 
     def summary_line(self) -> str:
+        """One line: how many tasks were done, failed (with the first error) and cancelled."""
         line = f"{len(self.values_ok)} done"
         if self.errors:
             first = next(iter(self.errors.items()))

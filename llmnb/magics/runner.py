@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from types import FrameType
 
 from .. import sync
 
@@ -30,7 +31,7 @@ def rewrite_is_safe(shell) -> bool:
         return True  # IPython's runner will run the loop itself
     # A loop is running here: fine at the top of a kernel cell (run_cell_async is awaited),
     # not inside a synchronous run_cell, which would try to run the running loop again.
-    frame = sys._getframe()
+    frame: FrameType | None = sys._getframe()
     while frame is not None:
         filename = frame.f_code.co_filename.replace("\\", "/").split("/")[-1]
         if frame.f_code.co_name == "_run_cell" and "shell" in filename:

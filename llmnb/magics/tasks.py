@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +68,7 @@ async def run_tasks(jobs: Mapping[str, Job], *, max_concurrency: int = 0,
     return results
 
 
-async def _cancel_and_keep(tasks: list[asyncio.Future], results: Results) -> None:
+async def _cancel_and_keep(tasks: Sequence[asyncio.Future], results: Results) -> None:
     pending = [t for t in tasks if not t.done()]
     for task in pending:
         task.cancel()

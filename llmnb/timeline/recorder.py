@@ -14,7 +14,7 @@ import bisect
 import math
 import statistics
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from ..events import ENDS, CallEvent
@@ -133,9 +133,10 @@ class Recorder:
         self._position: dict[int, int] = {}  # key -> index in both lists
         self.lags: list[tuple[float, float]] = []
         self._lock = threading.Lock()
-        self._slope = Counter()  # per phase: rows in it now
-        self._sum = Counter()  # per phase: finished stretches minus the starts of those under way
-        self._statuses = Counter()
+        self._slope: Counter[str] = Counter()  # per phase: rows in it now
+        # per phase: finished stretches minus the starts of those under way
+        self._sum: defaultdict[str, float] = defaultdict(float)
+        self._statuses: Counter[str] = Counter()
         self._open = 0
         self._last_end = 0.0
         self._ttfts: list[float] = []  # sorted, for the median
@@ -179,7 +180,7 @@ class Recorder:
         self._open += 1
         return row
 
-    def _enter(self, row: Row, phase: str, t: float) -> None:
+    def _enter(self, row: Row, phase: str | None, t: float) -> None:
         """Move `row` into `phase` at `t` (or out of every phase, when `phase` is None)."""
         if row.phases:
             old, since = row.phases[-1]

@@ -155,7 +155,8 @@ def svg(blocks: list[Block], heading: str) -> str:
     def x(t: float) -> float:
         return LABEL_W + PAD + t / span * PLOT_W
 
-    body, y = [], TOP
+    body: list[str] = []
+    y: float = TOP
     for title, view in blocks:
         if len(blocks) > 1:
             body.append(f'<text x="{PAD}" y="{y + 13}" font-weight="bold" fill="currentColor">{escape(_cut(title, 90))}'

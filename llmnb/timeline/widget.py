@@ -15,7 +15,9 @@ import json
 import threading
 import time
 import warnings
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 from .. import events
 from . import lag, render, trace
@@ -48,11 +50,11 @@ class Timeline:
         self.title = title or "llmnb timeline"
         self._display = display  # None: display when running in a kernel
         self._recorder: Recorder | None = None
-        self._listening = None
+        self._listening: AbstractContextManager | None = None
         self._probe: lag.Probe | None = None
         self._probe_task: asyncio.Task | None = None
-        self._widget = None
-        self._handle = None
+        self._widget: Any = None  # an ipywidgets.HTML (ipywidgets has no annotations)
+        self._handle: Any = None
         self._stop = threading.Event()
         self._painter: threading.Thread | None = None
         self._closed_at: float | None = None
@@ -80,10 +82,11 @@ class Timeline:
 
     def __exit__(self, *exc) -> None:
         self._closed_at = time.perf_counter()
-        if self._probe is not None:
+        if self._probe is not None and self._probe_task is not None:
             self._probe.finish(self._closed_at)  # the loop may have been blocked up to here
             self._probe_task.cancel()
             self._probe = self._probe_task = None
+        assert self._listening is not None and self._recorder is not None  # set by __enter__
         self._listening.__exit__(*exc)
         self._recorder.close_open_rows(self._closed_at)
         self._stop.set()
@@ -156,12 +159,15 @@ class Timeline:
         return recorder.view(self._now(), render.MAX_ROWS)
 
     def to_text(self) -> str:
+        """The picture as text: a bar per task, the summary line and a legend."""
         return render.to_text(self._view(), self.title)
 
     def to_svg(self) -> str:
+        """The picture as an SVG document (what the notebook shows)."""
         return render.to_svg(self._view(), self.title)
 
     def save_svg(self, path) -> Path:
+        """Write `to_svg()` to `path`; returns the path."""
         path = Path(path)
         path.write_text(self.to_svg(), encoding="utf-8")
         return path
@@ -220,6 +226,7 @@ class Timeline:
         GIL that the calls' event loop needs, so the pause after one is at least DRAW_SHARE times
         its length: with thousands of rows (2 ms a redraw) the picture moves 5 times a second and
         drawing keeps to about 1 % of the time."""
+        assert self._recorder is not None  # _show starts the painter inside the block
         drawn, pause = -1, 1 / FPS
         while not self._stop.wait(pause):
             # running bars grow with time even without new events
