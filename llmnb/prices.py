@@ -2,7 +2,8 @@
 
 Prices come from `Models.create(..., price=(input, output))` (USD per million tokens), else from
 the genai-prices table (`pip install llmnb[prices]`) for the provider's own endpoint or a
-server it knows by URL; a local model costs 0; anything else is not known (None).
+server it knows by URL; a local model (the embedded one, a GGUF file, a local server such as
+"ollama:") costs 0; anything else is not known (None).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 from .backends.base import Backend
 from .errors import ConfigError
+from .providers import PROVIDERS
 
 
 @dataclass(frozen=True)
@@ -32,9 +34,10 @@ def price_for(backend: Backend, override: Price | None = None) -> Price | None:
     """The price of `backend`'s tokens: the override, 0 for a local model, the table's, or None."""
     if override is not None:
         return override
-    if getattr(backend, "path", None) is not None:  # a GGUF file run here
-        return Price(0.0, 0.0)
     provider, _, model = backend.name.partition(":")
+    named = PROVIDERS.get(provider)
+    if getattr(backend, "path", None) is not None or (named is not None and named.local):  # runs on this machine
+        return Price(0.0, 0.0)
     return table_price(model, provider, getattr(backend, "base_url", None))
 
 

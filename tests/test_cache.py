@@ -308,4 +308,6 @@ def test_prices_come_from_the_table_for_known_providers():
     known = Models.create("openai:gpt-4o-mini", api_key="sk-unused")
     assert known.price is not None and known.price.input > 0 and known.price.output > known.price.input
     assert Models.create("openai:no-such-model-here", api_key="sk-unused").price is None
+    assert Models.create("groq:llama-3.3-70b-versatile", api_key="k").price.input > 0  # known by its URL
+    assert Models.create("ollama:llama3").price.cost(1000, 1000) == 0  # a server on this machine
     assert Models.create("openai:gpt-4o-mini", api_key="sk-unused", price=(1, 2)).price.cost(1_000_000, 0) == 1.0
