@@ -6,14 +6,15 @@
 """
 
 from .cache import Cache, use_cache
-from .errors import ConfigError, ExtractError, LlmnbError, ModelCallError, SchemaError
+from .errors import ConfigError, ExtractError, LlmnbError, MaxStepsError, ModelCallError, SchemaError
 from .events import CallEvent, listen
 from .model import Model
 from .registry import Models
 from .thread import Thread
+from .tools import Tool, tool
 
-__all__ = ["Models", "Model", "Thread", "Timeline", "listen", "CallEvent", "Cache", "use_cache",
-           "LlmnbError", "ConfigError", "SchemaError", "ExtractError", "ModelCallError"]
+__all__ = ["Models", "Model", "Thread", "Timeline", "listen", "CallEvent", "tool", "Tool", "Cache", "use_cache",
+           "LlmnbError", "ConfigError", "SchemaError", "ExtractError", "ModelCallError", "MaxStepsError"]
 __version__ = "0.1.0"
 
 

@@ -12,6 +12,11 @@ the time is spent waiting for the network and the server, not computing locally.
 or standalone: `python -m llmnb.demo_server --port 8000 --latency 0.5`. `rate_limit=RateLimit(
 requests=50)` (or `--rpm 3000`) makes it answer as a rate-limited API does: 429 with Retry-After
 beyond the limit, and OpenAI's x-ratelimit-* headers on every answer.
+
+Sent `tools`, it asks for every tool once in one turn (or only the one `tool_choice` names), with
+arguments made from each tool's parameter schema (a parameter's default where it has one), and
+answers the next turn with what the tools returned. `tool_rounds=N` makes it ask N turns in a row.
+Streamed, the tool calls come as OpenAI sends them: in fragments, by index.
 """
 
 from __future__ import annotations
@@ -81,12 +86,14 @@ class Streamed:
     pieces: list[str]
     finish: str
     fault: object = None  # for servers that misbehave on purpose (the tests' fault server)
+    tool_calls: list[dict] = field(default_factory=list)
 
 
 class DemoServer:
     def __init__(self, latency: float = 0.5, per_token: float = 0.0, port: int = 0, reply: str = REPLY,
-                 rate_limit: RateLimit | None = None):
+                 rate_limit: RateLimit | None = None, tool_rounds: int = 1):
         self.latency, self.per_token, self.reply = latency, per_token, reply
+        self.tool_rounds = tool_rounds
         self.rate_limit = rate_limit
         self.port = port
         self.in_flight = self.max_in_flight = self.requests = self.closed_early = 0
@@ -141,14 +148,32 @@ class DemoServer:
         self.stop()
 
     def answer(self, body: dict) -> str:
-        """The reply text: a fixed sentence, or a small JSON value of the requested schema."""
+        """The reply text: a fixed sentence (after tool results: what they said), or a small JSON
+        value of the requested schema."""
         fmt = body.get("response_format") or {}
         schema = fmt.get("schema") or fmt.get("json_schema", {}).get("schema")
         if schema is None:
-            return self.reply
+            results = tool_results(body.get("messages") or [])
+            return f"The tools said: {' | '.join(results)}" if results else self.reply
         return json.dumps(self._example(schema, schema.get("$defs", {})))
 
+    def ask_tools(self, body: dict) -> list[dict]:
+        """The tool calls to ask for: every tool once (or the one tool_choice names), until
+        `tool_rounds` turns have asked."""
+        tools, choice = body.get("tools") or [], body.get("tool_choice")
+        asked = sum(1 for m in body.get("messages") or [] if m.get("role") == "assistant" and m.get("tool_calls"))
+        if not tools or choice == "none" or asked >= self.tool_rounds:
+            return []
+        named = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+        functions = [t["function"] for t in tools if named in (None, t["function"]["name"])]
+        return [{"id": f"call_{self.requests}_{i}", "type": "function",
+                 "function": {"name": f["name"], "arguments": json.dumps(self._example(
+                     f.get("parameters") or {}, (f.get("parameters") or {}).get("$defs", {})))}}
+                for i, f in enumerate(functions)]
+
     def _example(self, schema: dict, defs: dict):
+        if "default" in schema:
+            return schema["default"]
         if "$ref" in schema:
             return self._example(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
         if "enum" in schema:
@@ -165,18 +190,20 @@ class DemoServer:
     async def respond(self, body: dict) -> tuple[int, dict, bytes | Streamed] | None:
         """One answer: (status, headers, payload), or None to close the connection unanswered.
         Subclasses override this to inject faults; the latency is applied by the caller."""
-        pieces = tokens(self.answer(body))
-        finish = "stop"
+        calls = self.ask_tools(body)
+        pieces = [] if calls else tokens(self.answer(body))
+        finish = "tool_calls" if calls else "stop"
         if body.get("max_tokens") is not None and len(pieces) > body["max_tokens"]:
             pieces, finish = pieces[: body["max_tokens"]], "length"
         if body.get("stream"):
-            return 200, {"Content-Type": "text/event-stream"}, Streamed(body, pieces, finish)
+            return 200, {"Content-Type": "text/event-stream"}, Streamed(body, pieces, finish, tool_calls=calls)
         await asyncio.sleep(self.per_token * len(pieces))
+        message = {"role": "assistant", "content": "".join(pieces) if not calls else None,
+                   **({"tool_calls": calls} if calls else {})}
         payload = json.dumps({
             "id": f"demo-{self.requests}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "demo"),
-            "choices": [{"index": 0, "finish_reason": finish,
-                         "message": {"role": "assistant", "content": "".join(pieces)}}],
+            "choices": [{"index": 0, "finish_reason": finish, "message": message}],
             "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": len(pieces),
                       "total_tokens": PROMPT_TOKENS + len(pieces)},
         }).encode()
@@ -234,6 +261,7 @@ class DemoServer:
             return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
         chunks = [chunk({"role": "assistant", "content": ""}), *(chunk({"content": p}) for p in answer.pieces),
+                  *(chunk({"tool_calls": [piece]}) for piece in call_fragments(answer.tool_calls)),
                   chunk({}, answer.finish)]
         if (body.get("stream_options") or {}).get("include_usage"):
             n = len(answer.pieces)
@@ -298,6 +326,31 @@ class DemoServer:
         finally:
             self._writers.discard(writer)
             writer.close()
+
+
+def tool_results(messages: list[dict]) -> list[str]:
+    """The contents of the tool results after the last assistant turn that asked for tools."""
+    results: list[str] = []
+    for m in messages:
+        if m.get("role") == "assistant" and m.get("tool_calls"):
+            results = []
+        elif m.get("role") == "tool":
+            results.append(str(m.get("content")))
+    return results
+
+
+def call_fragments(calls: list[dict], parts: int = 3) -> list[dict]:
+    """Streamed tool-call deltas as OpenAI sends them: each call's id and name first, then its
+    arguments in `parts` fragments, the calls' fragments interleaved (told apart by index)."""
+    out = [{"index": i, "id": c["id"], "type": "function", "function": {"name": c["function"]["name"], "arguments": ""}}
+           for i, c in enumerate(calls)]
+    for k in range(parts):
+        for i, c in enumerate(calls):
+            text = c["function"]["arguments"]
+            size = -(-len(text) // parts)
+            if text[k * size:(k + 1) * size]:
+                out.append({"index": i, "function": {"arguments": text[k * size:(k + 1) * size]}})
+    return out
 
 
 def too_many_requests() -> tuple[int, dict, bytes]:

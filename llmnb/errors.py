@@ -40,3 +40,16 @@ class ExtractError(LlmnbError):
         super().__init__(message)
         self.raw = raw
         self.target = target
+
+
+class MaxStepsError(LlmnbError):
+    """The model still asked for tools at its last allowed turn (`max_steps=`).
+
+    `asked` counts the tool calls it asked for, by tool name; `messages` holds the conversation
+    up to that turn, tool results included, so nothing the tools returned is lost.
+    """
+
+    def __init__(self, message: str, *, asked: dict[str, int], messages: tuple[dict, ...]):
+        super().__init__(message)
+        self.asked = asked
+        self.messages = messages

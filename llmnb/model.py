@@ -8,7 +8,7 @@ import contextlib
 import enum
 import functools
 import inspect
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, get_args
 
@@ -20,6 +20,7 @@ from .events import Call, excerpt
 from .prices import Price
 from .structured import Target, labels_type, target_for
 from .thread import Thread, label_of, messages_for
+from .tool_loop import MAX_STEPS, ToolLoop
 
 T = TypeVar("T")
 Prompt = str | list[dict] | Thread
@@ -50,7 +51,15 @@ def sync_twin(async_method):
 
 
 class Model:
-    """A chat model. Make one with `Models.create(...)`."""
+    """A chat model. Make one with `Models.create(...)`.
+
+    Every method takes `tools=[f, g]`: functions the model may call (plain or `async def`, typed,
+    their docstrings the descriptions; see `llmnb.tool`). The calls of one turn run at once, their
+    results go back to the model, and so on until it answers without tools; a tool's error goes
+    back as its result. `tool_choice` ("auto", "required" or a tool's name) holds for the first
+    turn. A model still asking for tools at its `max_steps`-th turn raises `MaxStepsError`. On a
+    `Thread` prompt, the tool turns are appended to the thread (see `Thread`).
+    """
 
     def __init__(self, backend: Backend, *, defaults: Generation | None = None,
                  cache: answer_cache.Cache | bool | None = None, price: Price | None = None):
@@ -84,29 +93,33 @@ class Model:
         self.close()
 
     async def generate_async(self, prompt: Prompt, *, inst: str | None = None, max_tokens: int | None = None,
-                             temperature: float | None = None, seed: int | None = None, refresh: bool = False) -> str:
+                             temperature: float | None = None, seed: int | None = None, tools: Sequence = (),
+                             max_steps: int = MAX_STEPS, tool_choice: str = "auto", refresh: bool = False) -> str:
         """Free text answer to `prompt`: a str, a list of {"role": ..., "content": ...} messages, or
-        an `llmnb.Thread`. `inst` is a system instruction. `refresh=True` asks the model again
-        even when the answer cache holds an answer, and keeps the new one."""
-        return await self._run("generate", prompt, None, inst, Generation(max_tokens, temperature, seed),
-                               refresh=refresh)
+        an `llmnb.Thread`. `inst` is a system instruction. `refresh=True` (on every method) asks
+        the model again even when the answer cache holds an answer, and keeps the new one."""
+        gen, turns = Generation(max_tokens, temperature, seed), ToolLoop(prompt, tools, tool_choice, max_steps)
+        return await self._run("generate", prompt, None, inst, gen, 0, None, turns, refresh)
 
     async def extract_async(self, target: type[T] | Any, prompt: Prompt, *, inst: str | None = None,
                             retries: int = 0, max_tokens: int | None = None, temperature: float | None = None,
-                            seed: int | None = None, refresh: bool = False) -> T:
+                            seed: int | None = None, tools: Sequence = (), max_steps: int = MAX_STEPS,
+                            tool_choice: str = "auto", refresh: bool = False) -> T:
         """A value of type `target` (str, int, list[str], a dataclass, a pydantic model, ...) from `prompt`.
 
         The output is constrained to the type's JSON schema where the model allows and always
         validated; invalid output (or an answer cut off at max_tokens) raises `ExtractError` with
         the raw text. `retries=N` asks the model again up to N times, telling it what was wrong.
+        With tools, the type is that of the final answer.
         """
-        gen = Generation(max_tokens, temperature, seed)
-        return await self._run("extract", prompt, target_for(target), inst, gen, retries, guide=EXTRACT_INST,
-                               refresh=refresh)
+        gen, turns = Generation(max_tokens, temperature, seed), ToolLoop(prompt, tools, tool_choice, max_steps)
+        return await self._run("extract", prompt, target_for(target), inst, gen, retries, EXTRACT_INST, turns,
+                               refresh)
 
     async def classify_async(self, labels: Any, prompt: Prompt, *, inst: str | None = None,
                              retries: int = 0, max_tokens: int | None = None, temperature: float | None = None,
-                             seed: int | None = None, refresh: bool = False) -> Any:
+                             seed: int | None = None, tools: Sequence = (), max_steps: int = MAX_STEPS,
+                             tool_choice: str = "auto", refresh: bool = False) -> Any:
         """One of `labels` (a list of strings, or an Enum class) for `prompt`.
 
         Unless a temperature is given (here or to Models.create), the most likely label is taken
@@ -117,11 +130,13 @@ class Model:
         names = [m.value for m in label_type] if is_enum else get_args(label_type)
         guide = CLASSIFY_INST.format(labels=", ".join(f'"{n}"' for n in names))
         gen = Generation(max_tokens, temperature, seed).over(self.defaults).over(Generation(temperature=0))
-        return await self._run("classify", prompt, target_for(label_type), inst, gen, retries, guide=guide,
-                               refresh=refresh)
+        turns = ToolLoop(prompt, tools, tool_choice, max_steps)
+        return await self._run("classify", prompt, target_for(label_type), inst, gen, retries, guide, turns,
+                               refresh)
 
     async def stream_async(self, prompt: Prompt, *, inst: str | None = None, max_tokens: int | None = None,
-                           temperature: float | None = None, seed: int | None = None,
+                           temperature: float | None = None, seed: int | None = None, tools: Sequence = (),
+                           max_steps: int = MAX_STEPS, tool_choice: str = "auto",
                            refresh: bool = False) -> AsyncIterator[str]:
         """The answer to `prompt` as it is written: an async iterator of text pieces.
 
@@ -129,16 +144,17 @@ class Model:
         early (break, an exception, aclose()) ends the call: a remote request's connection is
         closed, a local sequence stops. A remote model retries only before the first piece; a
         failure after it raises `ModelCallError` with the text so far in `.partial`. A remote
-        model's `timeout=` bounds the wait for the first piece and each wait for the next.
+        model's `timeout=` bounds the wait for the first piece and each wait for the next. With
+        tools, the turns that ask for tools run them and the answer streams.
         """
-        messages, gen, call = self._prepare("stream", prompt, inst, Generation(max_tokens, temperature, seed))
+        turns = ToolLoop(prompt, tools, tool_choice, max_steps)
+        gen, call = self._prepare("stream", prompt, inst, Generation(max_tokens, temperature, seed), turns)
         with reported(call, Tally()) as tally:
-            async with contextlib.aclosing(self._send_stream(Request(messages, gen), call, refresh)) as deltas:
-                async for delta in deltas:
-                    if delta.tokens_in is not None or delta.tokens_out is not None:
-                        tally.tokens_in, tally.tokens_out = delta.tokens_in, delta.tokens_out  # sent once, at the end
-                    if delta.text:
-                        yield delta.text
+            pieces_of = turns.stream(lambda r: self._send_stream(r, call, refresh), gen, tally)
+            async with contextlib.aclosing(pieces_of) as pieces:
+                async for piece in pieces:
+                    yield piece
+            turns.record()
 
     generate = sync_twin(generate_async)
     extract = sync_twin(extract_async)
@@ -186,31 +202,30 @@ class Model:
         cost = None if self.price is None else self.price.cost(completion.tokens_in, completion.tokens_out)
         call.cost = None if cost is None or call.cost is None else call.cost + cost
 
-    def _prepare(self, method: str, prompt: Prompt, inst: str | None, gen: Generation,
-                 guide: str | None = None) -> tuple[tuple[dict, ...], Generation, Call]:
-        """The messages to send, the settings laid over the defaults, and the call's reporter."""
+    def _prepare(self, method: str, prompt: Prompt, inst: str | None, gen: Generation, turns: ToolLoop,
+                 guide: str | None = None) -> tuple[Generation, Call]:
+        """The messages to send (into `turns`), the settings laid over the defaults, and the call's reporter."""
         messages = messages_for(prompt, inst, guide)
-        call = Call(method, excerpt(label_of(messages)), self.name)
-        return messages, gen.over(self.defaults).over(self.backend.defaults), call
+        call = turns.begin(messages, Call(method, excerpt(label_of(messages)), self.name))
+        return gen.over(self.defaults).over(self.backend.defaults), call
 
     async def _run(self, method: str, prompt: Prompt, target: Target | None, inst: str | None,
-                   gen: Generation, retries: int = 0, guide: str | None = None, refresh: bool = False) -> Any:
-        messages, gen, call = self._prepare(method, prompt, inst, gen, guide)
+                   gen: Generation, retries: int, guide: str | None, turns: ToolLoop, refresh: bool = False) -> Any:
+        gen, call = self._prepare(method, prompt, inst, gen, turns, guide)
+        schema = target.schema if target else None
         with reported(call, Tally(0, 0)) as tally:
             for attempt in range(retries + 1):
-                request = Request(messages, gen, schema=target.schema if target else None)
-                completion = await self._send(request, call, refresh)
-                tally.tokens_in = (tally.tokens_in or 0) + (completion.tokens_in or 0)
-                tally.tokens_out = (tally.tokens_out or 0) + (completion.tokens_out or 0)
-                if target is None:
-                    return completion.text
+                completion = await turns.complete(lambda r: self._send(r, call, refresh), gen, schema, tally)
                 try:
-                    return parse(target, completion, gen)
+                    value = completion.text if target is None else parse(target, completion, gen)
                 except ExtractError as e:
                     if attempt == retries:
                         raise
-                    messages += ({"role": "assistant", "content": completion.text},
-                                 {"role": "user", "content": REASK.format(error=e)})
+                    turns.messages += ({"role": "assistant", "content": completion.text},
+                                       {"role": "user", "content": REASK.format(error=e)})
+                    continue
+                turns.record()
+                return value
 
 
 @dataclass

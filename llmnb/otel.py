@@ -10,7 +10,9 @@ gen_ai.operation.name, gen_ai.request.model, gen_ai.provider.name and gen_ai.usa
 output_tokens, error.type and an error status when it fails. Its phases are span events at their
 start, with their length: llmnb.waiting (for a slot), llmnb.throttled (for the rate limit), and
 llmnb.first_token. The span's parent is the span current where the call was made. Awaitables
-tracked by a timeline become INTERNAL spans named by their label.
+tracked by a timeline become INTERNAL spans named by their label. A tool run becomes an INTERNAL
+span "execute_tool {name}" (gen_ai.operation.name "execute_tool", gen_ai.tool.name) under the
+span of the model call that asked for it.
 
 Listeners are called at event time, possibly from another thread (a local model's callbacks):
 spans are started and ended with the events' own times, under a lock.
@@ -74,6 +76,8 @@ class OtelListener:
 
     def _start(self, event: CallEvent) -> Span:
         """Started in the caller's context (`created` is sent from it): the current span is the parent."""
+        if event.method == "tool":
+            return self._start_tool(event)
         if not event.model:  # a tracked awaitable, not a model call
             return self._tracer.start_span(event.label, kind=SpanKind.INTERNAL, start_time=self._ns(event.time))
         provider, _, model = event.model.partition(":")
@@ -82,6 +86,15 @@ class OtelListener:
                       "gen_ai.provider.name": PROVIDERS.get(provider, provider), "llmnb.method": event.method}
         return self._tracer.start_span(f"{OPERATION} {model}", kind=SpanKind.CLIENT, attributes=attributes,
                                        start_time=self._ns(event.time))
+
+    def _start_tool(self, event: CallEvent) -> Span:
+        """A tool run's span, under its model call's span (when this listener saw that call begin)."""
+        parent = self._open.get(event.parent) if event.parent is not None else None
+        context = trace.set_span_in_context(parent.span) if parent is not None else None
+        name = event.label.rsplit(": ", 1)[-1]  # the label may carry a task's name before the tool's
+        attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name, "llmnb.method": "tool"}
+        return self._tracer.start_span(f"execute_tool {name}", context=context, kind=SpanKind.INTERNAL,
+                                       attributes=attributes, start_time=self._ns(event.time))
 
     def _close_phase(self, call: _Open, t: float) -> None:
         if call.phase is not None:

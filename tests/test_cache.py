@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from fault_server import Fault, NumberedServer
+from fault_server import Fault, FaultServer, NumberedServer
 from pydantic import BaseModel, field_validator
 
 from llmnb import ConfigError, ExtractError, Model, ModelCallError, Models, listen, use_cache
@@ -311,3 +311,21 @@ def test_prices_come_from_the_table_for_known_providers():
     assert Models.create("groq:llama-3.3-70b-versatile", api_key="k").price.input > 0  # known by its URL
     assert Models.create("ollama:llama3").price.cost(1000, 1000) == 0  # a server on this machine
     assert Models.create("openai:gpt-4o-mini", api_key="sk-unused", price=(1, 2)).price.cost(1_000_000, 0) == 1.0
+
+
+def test_with_tools_each_turn_is_kept_and_the_tools_run_again(tmp_path):
+    runs = []
+
+    def stock(item: str = "tea") -> str:
+        """How many of an item are in stock."""
+        runs.append(item)
+        return "7 boxes" if len(runs) > 2 else "3 boxes"
+
+    with FaultServer() as server:
+        model = model_on(server, tmp_path / "a.sqlite")
+        first = model.generate("Is tea in stock?", tools=[stock])
+        assert server.requests == 2 and len(runs) == 1  # the turn asking for the tool, then the answer
+        assert model.generate("Is tea in stock?", tools=[stock]) == first
+        assert server.requests == 2 and len(runs) == 2  # both turns kept; the tool ran for real
+        model.generate("Is tea in stock?", tools=[stock])  # the tool's result changed: a new last turn
+        assert server.requests == 3 and len(runs) == 3

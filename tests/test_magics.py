@@ -205,6 +205,34 @@ def test_a_model_variable_serves_as_model(ip):
         assert server.requests == 3 and set(ip.user_ns["viaserver"].values()) == {server.reply}
 
 
+def test_llm_parallel_gives_every_task_the_tools(ip):
+    from llmnb import Models
+    from llmnb.demo_server import DemoServer
+
+    async def weather(city: str = "Lisbon") -> str:
+        """Today's weather in a city."""
+        return f"sunny in {city}"
+
+    def hotels(city: str = "Lisbon") -> list[str]:
+        """Hotels free in a city."""
+        return [f"{city} Palace"]
+
+    with DemoServer(latency=0.05) as server:  # it asks for every tool it is sent, then repeats their results
+        ip.user_ns.update(weather=weather, hotels=hotels,
+                          tooled=Models.create("openai:demo", base_url=server.base_url, api_key="k"))
+        result = run(ip, "%%llm_parallel -m tooled -q -o res --tools weather,hotels\nlisbon: Plan Lisbon\nporto: Go")
+        assert result.success, result.error_in_exec
+        res = ip.user_ns["res"]
+        assert all("sunny in Lisbon" in res[name] and "Lisbon Palace" in res[name] for name in ("lisbon", "porto"))
+        tools = sorted(r["name"] for r in res.timeline.records() if r["method"] == "tool")
+        assert tools == ["lisbon: hotels", "lisbon: weather", "porto: hotels", "porto: weather"]
+        for line, error in (("--tools weather,nope", "--tools: nope is not defined"),
+                            ("--tools weather,res", "res is a Results, not a function")):
+            bad = run(ip, f"%%llm_parallel -m tooled {line}\na: hi")
+            assert error in str(bad.error_in_exec) and server.requests == 4  # refused before any call
+        ip.user_ns["tooled"].close()
+
+
 KEY = "sk-test-magic-SECRET-7777"
 
 

@@ -18,6 +18,7 @@ from .. import Model, Models, Timeline, listen
 from ..cache import Sources, refreshing, sample_index
 from ..errors import ConfigError
 from ..registry import DEFAULT
+from ..tools import Toolbox
 from .fill import FillError, fill
 from .parse import ParseError, TaskSpec, parse_tasks
 from .results import Results
@@ -82,10 +83,11 @@ class LlmMagics(Magics):
               help="ask again up to N times when a typed task's answer does not fit its type (default: 1)")
     @argument("--for", dest="for_", nargs=3, metavar=("NAME", "in", "VAR"),
               help="run each task once per item of the list VAR, with {NAME} filled from the item")
+    @argument("--tools", "-t", metavar="F,G", help="functions of your namespace every task's model may call")
     @argument("--refresh", action="store_true", help="ask the model again even for answers the cache holds")
     @cell_magic
     def llm_parallel(self, line: str, cell: str):
-        """%%llm_parallel [--model M] [-o VAR] [--max-concurrency N] [--for NAME in VAR] [--retries N]
+        """%%llm_parallel [--model M] [-o VAR] [--max-concurrency N] [--for NAME in VAR] [--retries N] [--tools F,G]
         [--refresh]: run the tasks concurrently.
 
         One task per line (an indented line continues the prompt above):
@@ -104,6 +106,9 @@ class LlmMagics(Magics):
         `--for doc in docs` runs every line once per item of the list (or tuple, pandas Series)
         `docs`, with {doc} filled from the item: `label ? spam | ham: {doc}` gives label_1 ..
         label_N in the list's order; `res.as_list()` gives the values back as a list.
+
+        `--tools weather,search` gives every task those functions of your namespace as tools
+        (see `Model`): each task's tool runs show on the timeline under its model call.
 
         With a model that keeps answers (`Models.create(..., cache="answers.sqlite")`), a re-run
         (after an Interrupt or a crash, say) sends only what is not kept yet, and the summary line
@@ -144,7 +149,8 @@ class LlmMagics(Magics):
     async def _parallel(self, args, cell: str) -> Results:
         specs = parse_tasks(cell)
         model = self._get_model(args.model)
-        jobs = self._jobs(model, specs, self._for_each(args.for_), self._count(args, "retries", "0 or more"))
+        tools = self._tools(args.tools)
+        jobs = self._jobs(model, specs, self._for_each(args.for_), self._count(args, "retries", "0 or more"), tools)
         limit = self._count(args, "max_concurrency", "at least 1 (or 0 for no cap)")
         results = Results()
         if args.out:  # bound now, so even an interrupted cell leaves what finished in VAR
@@ -178,7 +184,23 @@ class LlmMagics(Magics):
             raise UsageError(f"--for {name} in {var}: {var} is empty, so there is nothing to run")
         return name, list(items)
 
-    def _jobs(self, model, specs: list[TaskSpec], for_each: tuple[str, list] | None, retries: int) -> dict:
+    def _tools(self, names: str | None) -> tuple:
+        """`--tools f,g` -> the functions f and g of the namespace, checked."""
+        if names is None:
+            return ()
+        found = []
+        for name in (n.strip() for n in names.split(",")):
+            item = self.shell.user_ns.get(name)
+            if not callable(item):
+                what = "is not defined" if item is None else f"is a {type(item).__name__}, not a function"
+                raise UsageError(f"--tools: {name or '(empty)'} {what}; give functions of your namespace, "
+                                 "e.g. --tools weather,search")
+            found.append(item)
+        Toolbox(found)  # their schemas, checked now
+        return tuple(found)
+
+    def _jobs(self, model, specs: list[TaskSpec], for_each: tuple[str, list] | None, retries: int,
+              tools: tuple = ()) -> dict:
         """Task name -> a function making the task's call, prompts filled now (so a missing
         variable fails before anything runs). With --for, each line runs once per item."""
         targets = {spec.type_expr: self._eval_type(spec.type_expr) for spec in specs if spec.type_expr}
@@ -187,7 +209,7 @@ class LlmMagics(Magics):
         def numbered(spec: TaskSpec, prompt: str):
             copy = (spec.kind, spec.type_expr, spec.labels, prompt)
             copies[copy] += 1
-            return in_sample(copies[copy] - 1, job(model, spec, prompt, targets, retries))
+            return in_sample(copies[copy] - 1, job(model, spec, prompt, targets, retries, tools))
 
         if for_each is None:
             return {spec.name: numbered(spec, fill(spec.prompt, self.shell.user_ns)) for spec in specs}
@@ -235,13 +257,13 @@ class LlmMagics(Magics):
         return self._models[name]
 
 
-def job(model, spec: TaskSpec, prompt: str, targets: dict, retries: int):
+def job(model, spec: TaskSpec, prompt: str, targets: dict, retries: int, tools: tuple = ()):
     """The call a task makes, as a function returning its coroutine."""
     if spec.kind == "extract":
-        return lambda: model.extract_async(targets[spec.type_expr], prompt, retries=retries)
+        return lambda: model.extract_async(targets[spec.type_expr], prompt, retries=retries, tools=tools)
     if spec.kind == "classify":
-        return lambda: model.classify_async(list(spec.labels or ()), prompt, retries=retries)
-    return lambda: model.generate_async(prompt)
+        return lambda: model.classify_async(list(spec.labels or ()), prompt, retries=retries, tools=tools)
+    return lambda: model.generate_async(prompt, tools=tools)
 
 
 def in_sample(n: int, make):

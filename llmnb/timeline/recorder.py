@@ -47,6 +47,7 @@ class Row:
     error: str | None = None
     phases: list[tuple[str, float]] = field(default_factory=list)
     spent: dict[str, float] = field(default_factory=dict)  # seconds in each phase, stretches already over
+    parent: int | None = None  # a tool run: the key of the model call's row that asked for it
 
     @property
     def name(self) -> str:
@@ -172,7 +173,8 @@ class Recorder:
             self.version += 1
 
     def _add(self, event: CallEvent, t: float) -> Row:
-        row = self._rows[event.call_id] = Row(event.call_id, event.method, event.label, event.model, created=t)
+        row = self._rows[event.call_id] = Row(event.call_id, event.method, event.label, event.model, created=t,
+                                              parent=event.parent)
         self._position[event.call_id] = len(self._order)
         self._order.append(row)
         self._ends.append(math.inf)

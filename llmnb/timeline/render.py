@@ -16,7 +16,7 @@ from .recorder import Row, View
 # outlined, the time to the first token a thinner, lighter bar ending in a tick, a running bar
 # ends in an arrow head, a failed one in a cross, a cancelled one is dashed.
 COLOURS = {"done": "#0072B2", "running": "#E69F00", "failed": "#D55E00", "cancelled": "#999999", "lag": "#CC79A7",
-           "throttled": "#009E73"}
+           "throttled": "#009E73", "tool": "#56B4E9"}
 MAX_ROWS = 40  # beyond this, the rows in the middle are grouped into one "+N more" row
 ROW_H, LABEL_W, PLOT_W, PAD = 18, 250, 520, 8
 TOP = 46  # title line, legend line
@@ -123,12 +123,12 @@ def text(blocks: list[Block]) -> str:
     lines = []
     for title, view in blocks:
         lines.append(f"{title} (0 .. {span:.2f} s)")
-        shown, hidden = view.rows, view.hidden
+        shown, hidden = nested(view.rows), view.hidden
         for n, row in enumerate(shown):
             marks = [(TEXT_MARKS[p], a, b) for p, a, b in pieces(row, view.now)]
             end = f"{row.end:6.2f} s" if row.end is not None else " ...    "
             extra = "".join(f", {d}" for d in details(row, view.now))
-            lines.append(f"{row.name[:38]:<38} |{bar(marks)}| {row.created:6.2f} -> {end} {row.status}{extra}")
+            lines.append(f"{name(row)[:38]:<38} |{bar(marks)}| {row.created:6.2f} -> {end} {row.status}{extra}")
             if hidden and n == len(shown) // 2 - 1:
                 group = bar([("*", hidden.start, hidden.end)])
                 lines.append(f"{f'+{hidden.count} more tasks':<38} |{group}|")
@@ -199,6 +199,7 @@ def _legend() -> str:
                                 '<line x1="10" y1="23" x2="10" y2="35" stroke="currentColor" stroke-width="1.5"/>'),
              ("running", f'<rect {bar} fill="{COLOURS["running"]}"/>'),
              ("done", f'<rect {bar} fill="{COLOURS["done"]}"/>'),
+             ("tool", f'<rect {bar} fill="{COLOURS["tool"]}"/>'),
              ("failed", f'<rect {bar} fill="{COLOURS["failed"]}"/>'),
              ("cancelled", f'<rect {bar} fill="{COLOURS["cancelled"]}"{DASH}/>'),
              ("loop blocked", f'<rect {bar} fill="{COLOURS["lag"]}" fill-opacity="0.4"/>')]
@@ -218,7 +219,7 @@ def _block(out: list[str], view: View, y: float, x) -> float:
         out.append(f'<rect x="{x(a):.1f}" y="{top}" width="{max(x(b) - x(a), 1):.1f}" height="{_block_height(view)}"'
                    f' fill="{COLOURS["lag"]}" fill-opacity="0.25">'
                    f'<title>event loop blocked {a:.2f}-{b:.2f} s</title></rect>')
-    shown, hidden = view.rows, view.hidden
+    shown, hidden = nested(view.rows), view.hidden
     for n, row in enumerate(shown):
         out.append(_svg_row(row, y, x, view.now))
         y += ROW_H
@@ -244,12 +245,13 @@ def _block_height(view: View) -> int:
 def _svg_row(row: Row, y: float, x, now: float) -> str:
     end = _end(row, now)
     parts = [f'<g class="llmnb-row" data-status="{row.status}"><title>{escape(hover(row, now))}</title>',
-             f'<text x="{PAD}" y="{y + 12}" fill="currentColor">{escape(_cut(row.name, 30))}</text>']
+             f'<text x="{PAD}" y="{y + 12}" fill="currentColor">{escape(_cut(name(row), 30))}</text>']
     if row.tokens_out is not None:  # grows while the call runs, from its progress events
         parts.append(f'<text class="llmnb-tokens" x="{LABEL_W}" y="{y + 12}" text-anchor="end" fill="currentColor"'
                      f' fill-opacity="0.7">{row.tokens_out} tok</text>')
     dash = DASH if row.status == "cancelled" else ""
     colour = COLOURS[row.status] if row.status in ("done", "failed", "cancelled") else COLOURS["running"]
+    colour = COLOURS["tool"] if row.method == "tool" and row.status == "done" else colour
     for piece, a, b in pieces(row, now):
         left, w = f"{x(a):.1f}", f"{max(x(b) - x(a), 1):.1f}"
         if piece == "waiting":
@@ -276,3 +278,26 @@ def _svg_row(row: Row, y: float, x, now: float) -> str:
                      ' stroke-width="2"/>')
     parts.append("</g>")
     return "".join(parts)
+
+
+# -- tool runs: drawn right under the model call that asked for them, in their own colour -----
+def nested(rows: list[Row]) -> list[Row]:
+    """`rows` with each tool run moved to follow its model call's row (after the runs before it),
+    when that row is drawn too; other rows keep their order."""
+    keys = {row.key for row in rows}
+    children: dict[int, list[Row]] = {}
+    for row in rows:
+        if row.parent in keys:
+            children.setdefault(row.parent, []).append(row)
+    if not children:
+        return rows
+    out: list[Row] = []
+    for row in rows:
+        if row.parent not in keys:
+            out += [row, *children.get(row.key, ())]
+    return out
+
+
+def name(row: Row) -> str:
+    """A row's label: a tool run's marked as under its model call's row."""
+    return f"↳ {row.name}" if row.parent is not None else row.name

@@ -14,11 +14,15 @@ On its track, a task is one complete ("X") event with its phases nested inside b
         after first token
 The event loop's blocked stretches go on a track of their own; the summary in "otherData", the
 format's place for the trace's metadata. Times are microseconds from the timeline's start.
+
+A tool run (method "tool") is a task of category "tool" whose track follows its model call's,
+with a flow arrow from the model call to it (Perfetto draws it when either is selected).
 """
 
 from __future__ import annotations
 
 from .recorder import Row
+from .render import nested
 
 PID = 1
 LOOP_TID = 1  # tasks are 2, 3, ... in creation order
@@ -47,10 +51,12 @@ def _track(tid: int, name: str) -> list[dict]:
 def task_events(row: Row, now: float, tid: int) -> list[dict]:
     """One task's complete events, outermost first at each start time."""
     end = row.end if row.end is not None else now
-    args = {"method": row.method, "model": row.model, "status": row.status, "tokens_in": row.tokens_in,
+    args = {"call_id": row.key, "parent": row.parent, "method": row.method, "model": row.model, "status": row.status,
+            "tokens_in": row.tokens_in,
             "tokens_out": row.tokens_out, "error": row.error, "wait_s": row.time_in("waiting", now),
             "throttled_s": row.time_in("throttled", now), "ttft_s": row.ttft(), "tokens_per_s": row.tokens_per_s(now)}
-    out = [_complete(row.name, row.created, end, tid, "task", {k: v for k, v in args.items() if v not in (None, "")})]
+    cat = "tool" if row.method == "tool" else "task"
+    out = [_complete(row.name, row.created, end, tid, cat, {k: v for k, v in args.items() if v not in (None, "")})]
     out += [_complete(phase, a, b, tid, "phase") for phase, a, b in row.stretches(now) if phase != "running" and b > a]
     if row.started is not None:
         out.append(_complete("running", row.started, end, tid, "phase"))
@@ -64,7 +70,12 @@ def to_trace(rows: list[Row], lags: list[tuple[float, float]], now: float, title
     """The trace as a JSON-ready dict: {"traceEvents": [...], "displayTimeUnit": "ms", "otherData": {...}}."""
     events = [_meta("process_name", 0, {"name": title}), *_track(LOOP_TID, "event loop blocked")]
     events += [_complete("event loop blocked", a, b, LOOP_TID, "loop") for a, b in lags]
-    for tid, row in enumerate(rows, start=LOOP_TID + 1):
+    tids: dict[int, int] = {}
+    for tid, row in enumerate(nested(rows), start=LOOP_TID + 1):
+        tids[row.key] = tid
         events += _track(tid, row.name)
         events += task_events(row, now, tid)
+        if row.parent in tids:  # a flow from the model call to its tool run, both at the run's creation
+            flow = {"name": "tool call", "cat": "tool", "id": row.key, "ts": _us(row.created), "pid": PID}
+            events += [{**flow, "ph": "s", "tid": tids[row.parent]}, {**flow, "ph": "f", "bp": "e", "tid": tid}]
     return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": {"title": title, **summary}}

@@ -134,14 +134,15 @@ class Timeline:
         start; start is the first attempt's), wait (seconds waiting for a slot), throttled (seconds
         waiting for the rate limit), status, tokens_in, tokens_out, error, ttft (seconds from start to
         the first token, None when unknown) and tokens_per_s (output tokens over the time after the
-        first token)."""
+        first token); id, and parent (for a tool run, the id of the model call that asked for it)."""
         if self._recorder is None:
             return []
         now = self._now()
         return [{"name": r.label, "method": r.method, "model": r.model, "created": r.created, "start": r.started,
                  "end": r.end, "wait": r.time_in("waiting", now), "throttled": r.time_in("throttled", now),
                  "status": r.status, "tokens_in": r.tokens_in, "tokens_out": r.tokens_out, "error": r.error,
-                 "ttft": r.ttft(), "tokens_per_s": r.tokens_per_s(now)} for r in self._recorder.rows()]
+                 "ttft": r.ttft(), "tokens_per_s": r.tokens_per_s(now), "id": r.key, "parent": r.parent}
+                for r in self._recorder.rows()]
 
     def summary(self) -> dict:
         """tasks; wall (first creation to last end); busy (sum of running times) and speedup (busy / wall);
