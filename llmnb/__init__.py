@@ -5,6 +5,7 @@
     label = await model.classify_async(["spam", "not spam"], "I am a Nigerian prince...")
 """
 
+from .cache import Cache, use_cache
 from .errors import ConfigError, ExtractError, LlmnbError, MaxStepsError, ModelCallError, SchemaError
 from .events import CallEvent, listen
 from .model import Model
@@ -12,7 +13,7 @@ from .registry import Models
 from .thread import Thread
 from .tools import Tool, tool
 
-__all__ = ["Models", "Model", "Thread", "Timeline", "listen", "CallEvent", "tool", "Tool",
+__all__ = ["Models", "Model", "Thread", "Timeline", "listen", "CallEvent", "tool", "Tool", "Cache", "use_cache",
            "LlmnbError", "ConfigError", "SchemaError", "ExtractError", "ModelCallError", "MaxStepsError"]
 __version__ = "0.1.0"
 

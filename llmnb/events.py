@@ -101,6 +101,8 @@ class Call:
         self.label = f"{name}: {label}" if name else label
         self.model = model
         self._listeners = _listeners.get()
+        self.sent = self.from_cache = 0  # model turns sent to the backend / answered by the answer cache
+        self.cost: float | None = 0.0  # USD of those turns (None once a turn's price is not known)
         self.emit("created")
 
     def emit(self, kind: str, **details) -> None:

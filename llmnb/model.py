@@ -12,10 +12,12 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, get_args
 
+from . import cache as answer_cache
 from . import sync
-from .backends.base import Backend, Completion, Delta, Generation, Request
+from .backends.base import Backend, Completion, Delta, Generation, Request, join
 from .errors import ExtractError
 from .events import Call, excerpt
+from .prices import Price
 from .structured import Target, labels_type, target_for
 from .thread import Thread, label_of, messages_for
 from .tool_loop import MAX_STEPS, ToolLoop
@@ -59,16 +61,25 @@ class Model:
     `Thread` prompt, the tool turns are appended to the thread (see `Thread`).
     """
 
-    def __init__(self, backend: Backend, *, defaults: Generation | None = None):
+    def __init__(self, backend: Backend, *, defaults: Generation | None = None,
+                 cache: answer_cache.Cache | bool | None = None, price: Price | None = None):
         self.backend = backend
         self.name = backend.name
         self.defaults = defaults or Generation()  # Models.create(temperature=...): under each call's own settings
+        # a Cache, False (none), or None: whatever llmnb.use_cache set when a call is made
+        self._cache = cache if cache is None or cache is False else answer_cache.open_cache(cache)
+        self.price = price  # USD per million tokens; None: not known
         # pydantic builds its schema machinery at its first use (0.15 s): here, with the model,
         # rather than on the event loop at the first extract or classify, blocking every task.
         target_for(str)
 
     def __repr__(self) -> str:
         return f"<llmnb.Model {self.name}>"
+
+    @property
+    def cache(self) -> answer_cache.Cache | None:
+        """The answer cache this model's calls use (Models.create(cache=...) or llmnb.use_cache), or None."""
+        return answer_cache.default() if self._cache is None else None if self._cache is False else self._cache
 
     def close(self) -> None:
         """Free a local model's memory and threads now rather than when the model is dropped;
@@ -83,16 +94,17 @@ class Model:
 
     async def generate_async(self, prompt: Prompt, *, inst: str | None = None, max_tokens: int | None = None,
                              temperature: float | None = None, seed: int | None = None, tools: Sequence = (),
-                             max_steps: int = MAX_STEPS, tool_choice: str = "auto") -> str:
+                             max_steps: int = MAX_STEPS, tool_choice: str = "auto", refresh: bool = False) -> str:
         """Free text answer to `prompt`: a str, a list of {"role": ..., "content": ...} messages, or
-        an `llmnb.Thread`. `inst` is a system instruction."""
+        an `llmnb.Thread`. `inst` is a system instruction. `refresh=True` (on every method) asks
+        the model again even when the answer cache holds an answer, and keeps the new one."""
         gen, turns = Generation(max_tokens, temperature, seed), ToolLoop(prompt, tools, tool_choice, max_steps)
-        return await self._run("generate", prompt, None, inst, gen, 0, None, turns)
+        return await self._run("generate", prompt, None, inst, gen, 0, None, turns, refresh)
 
     async def extract_async(self, target: type[T] | Any, prompt: Prompt, *, inst: str | None = None,
                             retries: int = 0, max_tokens: int | None = None, temperature: float | None = None,
                             seed: int | None = None, tools: Sequence = (), max_steps: int = MAX_STEPS,
-                            tool_choice: str = "auto") -> T:
+                            tool_choice: str = "auto", refresh: bool = False) -> T:
         """A value of type `target` (str, int, list[str], a dataclass, a pydantic model, ...) from `prompt`.
 
         The output is constrained to the type's JSON schema where the model allows and always
@@ -101,12 +113,13 @@ class Model:
         With tools, the type is that of the final answer.
         """
         gen, turns = Generation(max_tokens, temperature, seed), ToolLoop(prompt, tools, tool_choice, max_steps)
-        return await self._run("extract", prompt, target_for(target), inst, gen, retries, EXTRACT_INST, turns)
+        return await self._run("extract", prompt, target_for(target), inst, gen, retries, EXTRACT_INST, turns,
+                               refresh)
 
     async def classify_async(self, labels: Any, prompt: Prompt, *, inst: str | None = None,
                              retries: int = 0, max_tokens: int | None = None, temperature: float | None = None,
                              seed: int | None = None, tools: Sequence = (), max_steps: int = MAX_STEPS,
-                             tool_choice: str = "auto") -> Any:
+                             tool_choice: str = "auto", refresh: bool = False) -> Any:
         """One of `labels` (a list of strings, or an Enum class) for `prompt`.
 
         Unless a temperature is given (here or to Models.create), the most likely label is taken
@@ -118,11 +131,13 @@ class Model:
         guide = CLASSIFY_INST.format(labels=", ".join(f'"{n}"' for n in names))
         gen = Generation(max_tokens, temperature, seed).over(self.defaults).over(Generation(temperature=0))
         turns = ToolLoop(prompt, tools, tool_choice, max_steps)
-        return await self._run("classify", prompt, target_for(label_type), inst, gen, retries, guide, turns)
+        return await self._run("classify", prompt, target_for(label_type), inst, gen, retries, guide, turns,
+                               refresh)
 
     async def stream_async(self, prompt: Prompt, *, inst: str | None = None, max_tokens: int | None = None,
                            temperature: float | None = None, seed: int | None = None, tools: Sequence = (),
-                           max_steps: int = MAX_STEPS, tool_choice: str = "auto") -> AsyncIterator[str]:
+                           max_steps: int = MAX_STEPS, tool_choice: str = "auto",
+                           refresh: bool = False) -> AsyncIterator[str]:
         """The answer to `prompt` as it is written: an async iterator of text pieces.
 
         `async for piece in model.stream_async("..."): print(piece, end="")`. Leaving the loop
@@ -135,7 +150,8 @@ class Model:
         turns = ToolLoop(prompt, tools, tool_choice, max_steps)
         gen, call = self._prepare("stream", prompt, inst, Generation(max_tokens, temperature, seed), turns)
         with reported(call, Tally()) as tally:
-            async with contextlib.aclosing(turns.stream(lambda r: self._send_stream(r, call), gen, tally)) as pieces:
+            pieces_of = turns.stream(lambda r: self._send_stream(r, call, refresh), gen, tally)
+            async with contextlib.aclosing(pieces_of) as pieces:
                 async for piece in pieces:
                     yield piece
             turns.record()
@@ -148,14 +164,43 @@ class Model:
     def __call__(self, prompt: Prompt, **kwargs) -> str:
         return self.generate(prompt, **kwargs)
 
-    async def _send(self, request: Request, call: Call) -> Completion:
-        """One model turn: the one place a request reaches the backend (the answer cache sits here,
-        inside any tool loop, so tools always run for real)."""
-        return await self.backend.run(request, call)
+    async def _send(self, request: Request, call: Call, refresh: bool = False) -> Completion:
+        """One model turn: the one place a request reaches the backend. The answer cache sits here,
+        inside any tool loop (tools always run for real) and above the backend's slots, rate
+        limits and retries (a kept answer costs none of them)."""
+        async with answer_cache.turn(self.cache, self.backend, request, refresh) as turn:
+            completion = turn.hit or await self.backend.run(request, call)
+            await turn.keep(completion)
+        self._count(call, completion, cached=turn.hit is not None)
+        return completion
 
-    def _send_stream(self, request: Request, call: Call) -> AsyncGenerator[Delta, None]:
-        """`_send` for a streamed turn."""
-        return self.backend.run_stream(request, call)
+    async def _send_stream(self, request: Request, call: Call,
+                           refresh: bool = False) -> AsyncGenerator[Delta, None]:
+        """`_send` for a streamed turn: a kept answer comes as one piece; a streamed answer is
+        kept once it is complete, before the stream ends."""
+        async with answer_cache.turn(self.cache, self.backend, request, refresh) as turn:
+            if turn.hit is not None:
+                completion = turn.hit
+                yield Delta(completion.text, completion.tokens_in, completion.tokens_out, completion.finish,
+                            completion.tool_calls)
+            else:
+                deltas = []
+                async with contextlib.aclosing(self.backend.run_stream(request, call)) as stream:
+                    async for delta in stream:
+                        deltas.append(delta)
+                        yield delta
+                completion = join(deltas)
+                await turn.keep(completion)
+        self._count(call, completion, cached=turn.hit is not None)
+
+    def _count(self, call: Call, completion: Completion, cached: bool) -> None:
+        """Add one turn to the call's sources and cost (reported with its `finished` event)."""
+        if cached:
+            call.from_cache += 1
+        else:
+            call.sent += 1
+        cost = None if self.price is None else self.price.cost(completion.tokens_in, completion.tokens_out)
+        call.cost = None if cost is None or call.cost is None else call.cost + cost
 
     def _prepare(self, method: str, prompt: Prompt, inst: str | None, gen: Generation, turns: ToolLoop,
                  guide: str | None = None) -> tuple[Generation, Call]:
@@ -165,12 +210,12 @@ class Model:
         return gen.over(self.defaults).over(self.backend.defaults), call
 
     async def _run(self, method: str, prompt: Prompt, target: Target | None, inst: str | None,
-                   gen: Generation, retries: int, guide: str | None, turns: ToolLoop) -> Any:
+                   gen: Generation, retries: int, guide: str | None, turns: ToolLoop, refresh: bool = False) -> Any:
         gen, call = self._prepare(method, prompt, inst, gen, turns, guide)
         schema = target.schema if target else None
         with reported(call, Tally(0, 0)) as tally:
             for attempt in range(retries + 1):
-                completion = await turns.complete(lambda r: self._send(r, call), gen, schema, tally)
+                completion = await turns.complete(lambda r: self._send(r, call, refresh), gen, schema, tally)
                 try:
                     value = completion.text if target is None else parse(target, completion, gen)
                 except ExtractError as e:
@@ -203,7 +248,7 @@ def reported(call: Call, tally: Tally) -> Iterator[Tally]:
     except Exception as e:
         call.emit("failed", **vars(tally), error=f"{type(e).__name__}: {e}")
         raise
-    call.emit("finished", **vars(tally))
+    call.emit("finished", **vars(tally), cached=call.from_cache > 0 and not call.sent, cost=call.cost)
 
 
 def parse(target: Target, completion: Completion, gen: Generation) -> Any:

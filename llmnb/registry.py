@@ -12,8 +12,10 @@ from pathlib import Path
 
 from . import providers
 from .backends.base import Backend, Generation
+from .cache import open_cache
 from .errors import ConfigError
 from .model import Model
+from .prices import checked, price_for
 
 DEFAULT = "llamacpp:smollm2"
 # Embedded models: alias -> (package, file inside it, pip name)
@@ -109,7 +111,9 @@ class Models:
           "mistral:", "groq:", "together:", "fireworks:", "deepseek:", "openrouter:", "xai:",
           "cerebras:" (key from their variable, e.g. GROQ_API_KEY) and local servers needing no
           key: "ollama:", "lmstudio:", "vllm:", "llama-server:" (see `llmnb.providers`).
-        - For all: generation defaults temperature=, max_tokens=, seed=.
+        - For all: generation defaults temperature=, max_tokens=, seed=; cache= (a file of kept
+          answers, e.g. "answers.sqlite"; True: llmnb-cache.sqlite here; False: none, even under
+          llmnb.use_cache); price=(input, output) in USD per million tokens.
         """
         if not isinstance(name, str):
             raise ConfigError(f'the model name must be a string such as "{DEFAULT}", not {name!r}')
@@ -123,9 +127,13 @@ class Models:
             known = ", ".join(f'"{p}:..."' for p in PROVIDERS)
             raise ConfigError(f"unknown model {name!r}: use one of {known} (the default is {DEFAULT!r})")
         generation = Generation(**{k: options.pop(k) for k in GENERATION if k in options})
+        cache, price = options.pop("cache", None), options.pop("price", None)
         allowed = [p for p in inspect.signature(factory).parameters if p not in ("name", "provider")]
         unknown = sorted(set(options) - set(allowed))
         if unknown:
-            takes = ", ".join(allowed + list(GENERATION))
+            takes = ", ".join(allowed + list(GENERATION) + ["cache", "price"])
             raise ConfigError(f"{provider} models take no option {', '.join(unknown)}; they take: {takes}")
-        return Model(factory(model_name, **options), defaults=generation)
+        cache = cache if cache is None or cache is False else open_cache(cache)
+        price = price if price is None else checked(price)
+        backend = factory(model_name, **options)
+        return Model(backend, defaults=generation, cache=cache, price=price_for(backend, price))

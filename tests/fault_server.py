@@ -25,7 +25,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from llmnb.demo_server import PROMPT_TOKENS, DemoServer, Streamed
+from llmnb.demo_server import PROMPT_TOKENS, REPLY, DemoServer, Streamed
 
 
 @dataclass(frozen=True)
@@ -292,3 +292,16 @@ async def resources_left(model) -> tuple[int, int, int, int]:
     # asyncio's default executor (name resolution) keeps up to a few idle workers: bounded, not ours
     threads = sum(not t.name.startswith("asyncio_") for t in threading.enumerate())
     return len(asyncio.all_tasks()), threads, len(fds), sockets
+
+
+class NumberedServer(FaultServer):
+    """Each plain answer names its place in the order answered ("answer 7"), so a kept answer is
+    told from a new one; schema answers and scripted replies are as usual."""
+
+    answered = 0
+
+    def answer(self, body: dict) -> str:
+        if body.get("response_format") or self.reply != REPLY:
+            return super().answer(body)
+        self.answered += 1
+        return f"answer {self.answered}"

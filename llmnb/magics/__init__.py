@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-from collections import ChainMap
+from collections import ChainMap, Counter
 from collections.abc import Sequence
 
 from IPython.core.error import UsageError
@@ -13,7 +14,8 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Int, Unicode
 
-from .. import Model, Models, Timeline
+from .. import Model, Models, Timeline, listen
+from ..cache import Sources, refreshing, sample_index
 from ..errors import ConfigError
 from ..registry import DEFAULT
 from ..tools import Toolbox
@@ -82,10 +84,11 @@ class LlmMagics(Magics):
     @argument("--for", dest="for_", nargs=3, metavar=("NAME", "in", "VAR"),
               help="run each task once per item of the list VAR, with {NAME} filled from the item")
     @argument("--tools", "-t", metavar="F,G", help="functions of your namespace every task's model may call")
+    @argument("--refresh", action="store_true", help="ask the model again even for answers the cache holds")
     @cell_magic
     def llm_parallel(self, line: str, cell: str):
-        """%%llm_parallel [--model M] [-o VAR] [--max-concurrency N] [--for NAME in VAR] [--retries N] [--tools F,G]:
-        run the tasks concurrently.
+        """%%llm_parallel [--model M] [-o VAR] [--max-concurrency N] [--for NAME in VAR] [--retries N] [--tools F,G]
+        [--refresh]: run the tasks concurrently.
 
         One task per line (an indented line continues the prompt above):
 
@@ -106,6 +109,10 @@ class LlmMagics(Magics):
 
         `--tools weather,search` gives every task those functions of your namespace as tools
         (see `Model`): each task's tool runs show on the timeline under its model call.
+
+        With a model that keeps answers (`Models.create(..., cache="answers.sqlite")`), a re-run
+        (after an Interrupt or a crash, say) sends only what is not kept yet, and the summary line
+        says how many answers came from the cache; `--refresh` asks again for every task.
         """
         return run_blocking(self.run_async("llm_parallel", line, cell))
 
@@ -148,14 +155,16 @@ class LlmMagics(Magics):
         results = Results()
         if args.out:  # bound now, so even an interrupted cell leaves what finished in VAR
             self.shell.user_ns[args.out] = results
-        with Timeline(title=f"%%llm_parallel: {len(jobs)} tasks on {model.name}") as timeline:
+        sources = Sources()
+        with (Timeline(title=f"%%llm_parallel: {len(jobs)} tasks on {model.name}") as timeline, listen(sources),
+              refreshing() if args.refresh else contextlib.nullcontext()):
             results.timeline = timeline
             try:
                 await run_tasks(jobs, max_concurrency=limit, on_result=None if args.quiet else report, results=results)
             except asyncio.CancelledError:  # Interrupt, on the kernel's loop or llmnb's
                 kept = f"; results kept in {args.out}" if args.out else ""
-                raise Interrupted(f"Interrupted: {results.summary_line()}{kept}") from None
-        print(results.summary_line(), flush=True)
+                raise Interrupted(f"Interrupted: {results.summary_line()}{cache_note(model, sources)}{kept}") from None
+        print(results.summary_line() + cache_note(model, sources), flush=True)
         return results
 
     def _for_each(self, for_: list[str] | None) -> tuple[str, list] | None:
@@ -195,9 +204,15 @@ class LlmMagics(Magics):
         """Task name -> a function making the task's call, prompts filled now (so a missing
         variable fails before anything runs). With --for, each line runs once per item."""
         targets = {spec.type_expr: self._eval_type(spec.type_expr) for spec in specs if spec.type_expr}
+        copies: Counter = Counter()  # identical tasks (`* N`) are samples 0, 1, ... of their request
+
+        def numbered(spec: TaskSpec, prompt: str):
+            copy = (spec.kind, spec.type_expr, spec.labels, prompt)
+            copies[copy] += 1
+            return in_sample(copies[copy] - 1, job(model, spec, prompt, targets, retries, tools))
+
         if for_each is None:
-            return {spec.name: job(model, spec, fill(spec.prompt, self.shell.user_ns), targets, retries, tools)
-                    for spec in specs}
+            return {spec.name: numbered(spec, fill(spec.prompt, self.shell.user_ns)) for spec in specs}
         var, items = for_each
         jobs, written = {}, {spec.name for spec in specs}
         for spec in specs:
@@ -205,8 +220,7 @@ class LlmMagics(Magics):
                 name = f"{spec.name}_{i}"
                 if name in jobs or name in written:
                     raise UsageError(f"the task name {name!r} is used twice with --for; rename the task {spec.name!r}")
-                jobs[name] = job(model, spec, fill(spec.prompt, ChainMap({var: item}, self.shell.user_ns)), targets,
-                                 retries, tools)
+                jobs[name] = numbered(spec, fill(spec.prompt, ChainMap({var: item}, self.shell.user_ns)))
         return jobs
 
     # -- the parts ------------------------------------------------------------------------------
@@ -250,6 +264,19 @@ def job(model, spec: TaskSpec, prompt: str, targets: dict, retries: int, tools: 
     if spec.kind == "classify":
         return lambda: model.classify_async(list(spec.labels or ()), prompt, retries=retries, tools=tools)
     return lambda: model.generate_async(prompt, tools=tools)
+
+
+def in_sample(n: int, make):
+    """`make`'s call, run as sample `n` of its request in the answer cache."""
+    async def run():
+        with sample_index(n):
+            return await make()
+    return run
+
+
+def cache_note(model, sources: Sources) -> str:
+    """"; 1,400 from the cache, 600 sent" when the model keeps answers."""
+    return f"; {sources.line()}" if model.cache is not None else ""
 
 
 def report(done: Done) -> None:
