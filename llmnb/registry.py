@@ -121,7 +121,7 @@ class Models:
         if not sep:  # bare aliases and paths: "smollm2", "model.gguf"
             provider, model_name = "llamacpp", name
             if name not in EMBEDDED and not name.endswith(".gguf"):
-                provider = name
+                provider, model_name = name, ""  # "groq" alone: the provider, its model not named
         factory = PROVIDERS.get(provider)
         if factory is None:
             known = ", ".join(f'"{p}:..."' for p in PROVIDERS)

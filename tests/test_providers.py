@@ -79,3 +79,9 @@ def test_a_server_error_names_the_provider(fault_server):
     fault_server.script(Fault.http(400))
     with pytest.raises(Exception, match=r"^vllm:x at http://127\.0\.0\.1:\d+/v1: HTTP 400"):
         Models.create("vllm:x", base_url=fault_server.base_url).generate("hi")
+
+
+@pytest.mark.parametrize("name", ["groq", "ollama", "openai"])
+def test_a_provider_alone_asks_for_its_model(name):
+    with pytest.raises(ConfigError, match=f'after the colon, e.g. Models.create\\("{name}:'):
+        Models.create(name, api_key="sk-test")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import events
+from ..errors import ConfigError
 from . import lag, render, trace
 from .compare import Comparison, Static
 from .recorder import Recorder, View
@@ -146,7 +147,7 @@ class Timeline:
         if self._recorder is None:
             raise RuntimeError("expect() tells an open timeline: use it inside `with Timeline() as tl:`")
         if not isinstance(n, int) or n < 0:
-            raise ValueError(f"expect takes a number of calls (0 or more), not {n!r}")
+            raise ConfigError(f"expect takes a number of calls (0 or more), not {n!r}")
         self._recorder.expect(n)
 
     # -- data out ----------------------------------------------------------------------------
