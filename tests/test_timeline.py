@@ -52,7 +52,8 @@ def test_recorder_rows_and_summary():
     ]
     assert rows[0].tokens_out == 5 and rows[1].error == "ModelCallError: HTTP 500"
     s = fixed_recorder().summary(now=4.0)
-    assert s == {"tasks": 3, "wall": 4.0, "busy": 4.0, "speedup": 1.0, "ttft_median": 0.5, "throttled": 1.0,
+    assert s == {"tasks": 3, "tool_runs": 0, "wall": 4.0, "busy": 4.0, "speedup": 1.0, "ttft_median": 0.5,
+                 "throttled": 1.0,
                  "cached": 0, "cost": None, "saved": None}  # no call reported a cost
 
 

@@ -172,6 +172,8 @@ def test_tool_rows_overlap_on_the_timeline_trace_and_spans(model, server, tmp_pa
     for r in tools:
         assert calls[r["parent"]]["start"] < r["start"] and r["end"] < calls[r["parent"]]["end"]
     assert [r["status"] for r in tools].count("failed") == 1
+    assert (tl.summary()["tasks"], tl.summary()["tool_runs"]) == (2, 4)
+    assert tl.to_text().splitlines()[-2].startswith("2 tasks and 4 tool runs")
 
     events = json.loads(tl.save_trace(tmp_path / "t.json").read_text())["traceEvents"]
     assert len([e for e in events if e.get("cat") == "tool" and e["ph"] == "X"]) == 4

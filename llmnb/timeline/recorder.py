@@ -323,7 +323,9 @@ class Recorder:
 
     def _summary(self, now: float) -> dict:
         money = {name: value if self._priced else None for name, value in self._money.items()}
-        out = {"tasks": len(self._order), "wall": 0.0, "busy": 0.0, "speedup": 0.0, "ttft_median": None,
+        tool_runs = len(self._tool_runs)
+        out = {"tasks": len(self._order) - tool_runs, "tool_runs": tool_runs, "wall": 0.0, "busy": 0.0, "speedup": 0.0,
+               "ttft_median": None,
                "throttled": 0.0, "cached": self._ended["cached"], "cost": money["spent"], "saved": money["saved"]}
         if not self._order:
             return out

@@ -94,7 +94,8 @@ def summary_line(view: View) -> str:
         details += f" · throttled {s['throttled']:.2f} s"
     if cost_text(s) and view.big is None:  # a big run's progress line says it already
         details += f" · {cost_text(s)}"
-    return (f"{s['tasks']} tasks{extra} · wall {s['wall']:.2f} s · sum of task times {s['busy']:.2f} s{details}"
+    tools = f" and {s['tool_runs']} tool runs" if s.get("tool_runs") else ""
+    return (f"{s['tasks']} tasks{tools}{extra} · wall {s['wall']:.2f} s · sum of task times {s['busy']:.2f} s{details}"
             f" · ratio {s['speedup']:.2f}x")
 
 
