@@ -108,6 +108,7 @@ class ToolLoop:
                                 f"{self.max_steps} (it asked for {asked}); raise max_steps=, or check what the "
                                 "tools return", asked=dict(self.asked), messages=self.messages)
         assert self.call is not None, "begin() makes the call first"
+        self.call.emit("tools")  # the call's row shows the wait between its turns
         results = await run_calls(calls, self.toolbox, self.call)
         turn = {"role": "assistant", "content": completion.text or None,
                 "tool_calls": [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}

@@ -259,7 +259,8 @@ def test_totals_kept_event_by_event_match_the_rows():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    kinds = st.sampled_from(["waiting", "throttled", "started", "first_token", "finished", "failed", "cancelled"])
+    kinds = st.sampled_from(["waiting", "throttled", "started", "first_token", "tools", "finished", "failed",
+                             "cancelled"])
 
     @settings(max_examples=150, deadline=None)
     @given(st.lists(st.tuples(st.integers(1, 4), kinds, st.floats(0, 1)), max_size=30), st.floats(0, 2))
@@ -474,7 +475,7 @@ def test_compare_draws_runs_on_one_axis(embedded_model, tmp_path):
     root = ET.fromstring(picture.save_svg(tmp_path / "c.svg").read_text())
     texts = [t.text or "" for t in root.iter(f"{NS}text")]
     assert texts[0] == "serial vs concurrent" and {"serial", "concurrent", "embedded"} <= set(texts)
-    assert sum(t.startswith("4 tasks") for t in texts) == 2 and sum(t.startswith("1 tasks") for t in texts) == 1
+    assert sum(t.startswith("4 tasks") for t in texts) == 2 and sum(t.startswith("1 task ") for t in texts) == 1
     rows = root.findall(ROWS)
     assert len(rows) == 9
     serial_end, concurrent_end = right_edge(rows[3]), max(right_edge(r) for r in rows[4:8])

@@ -173,6 +173,9 @@ def test_tool_rows_overlap_on_the_timeline_trace_and_spans(model, server, tmp_pa
         assert calls[r["parent"]]["start"] < r["start"] and r["end"] < calls[r["parent"]]["end"]
     assert [r["status"] for r in tools].count("failed") == 1
     assert (tl.summary()["tasks"], tl.summary()["tool_runs"]) == (2, 4)
+    for r in tools:  # each call's row waits for its tools, as long as the slowest of them runs
+        assert calls[r["parent"]]["tool_wait"] >= r["end"] - r["start"] - 0.05
+    assert ":" in tl.to_text().split("|")[1]  # the first row (a call) marks the wait
     assert tl.to_text().splitlines()[-2].startswith("2 tasks and 4 tool runs")
 
     events = json.loads(tl.save_trace(tmp_path / "t.json").read_text())["traceEvents"]

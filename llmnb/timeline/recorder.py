@@ -21,7 +21,7 @@ from ..events import ENDS, CallEvent
 from .strip import Strip, StripView
 
 STATUS_OF_END = {"finished": "done", "failed": "failed", "cancelled": "cancelled"}
-PHASES = ("waiting", "throttled", "running")  # what a row is doing between its events; "created" before them
+PHASES = ("waiting", "throttled", "running", "tools")  # what a row is doing between its events; "created" before them
 
 
 @dataclass
@@ -215,6 +215,8 @@ class Recorder:
             elif kind == "started" and row.phase != "running":
                 row.started = row.started if row.started is not None else t
                 self._enter(row, "running", t)
+            elif kind == "tools" and row.phase == "running":
+                self._enter(row, "tools", t)
             elif kind == "first_token" and row.first_token is None:
                 row.first_token = t
                 if row.started is not None:

@@ -24,9 +24,9 @@ BIG_ROWS = 200  # beyond this, a run is drawn as its progress and a strip over t
 ROW_H, LABEL_W, PLOT_W, PAD = 18, 250, 520, 8
 TOP = 46  # title line, legend line
 TEXT_BAR = 40
-TEXT_MARKS = {"waiting": ".", "throttled": "~", "before": "-", "running": "=", "cached": "c"}
+TEXT_MARKS = {"waiting": ".", "throttled": "~", "before": "-", "running": "=", "tools": ":", "cached": "c"}
 TEXT_LEGEND = ("legend: . waiting for a slot  ~ throttled (rate limit)  - running, before the first token"
-               "  = running  c from the cache  # event loop blocked")
+               "  = running  : waiting for its tools  c from the cache  # event loop blocked")
 DASH = ' stroke="currentColor" stroke-dasharray="3,2"'
 
 Block = tuple[str, View]  # a title and what to draw under it
@@ -84,6 +84,10 @@ def cost_text(summary: dict) -> str:
     return " · ".join(parts)
 
 
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def summary_line(view: View) -> str:
     s, statuses = view.summary, view.statuses
     extra = "".join(f", {statuses[what]} {what}" for what in ("failed", "cancelled") if statuses[what])
@@ -94,8 +98,8 @@ def summary_line(view: View) -> str:
         details += f" · throttled {s['throttled']:.2f} s"
     if cost_text(s) and view.big is None:  # a big run's progress line says it already
         details += f" · {cost_text(s)}"
-    tools = f" and {s['tool_runs']} tool runs" if s.get("tool_runs") else ""
-    return (f"{s['tasks']} tasks{tools}{extra} · wall {s['wall']:.2f} s · sum of task times {s['busy']:.2f} s{details}"
+    tools = f" and {plural(s['tool_runs'], 'tool run')}" if s.get("tool_runs") else ""
+    return (f"{plural(s['tasks'], 'task')}{tools}{extra} · wall {s['wall']:.2f} s · sum of task times {s['busy']:.2f} s{details}"
             f" · ratio {s['speedup']:.2f}x")
 
 
@@ -307,6 +311,9 @@ def _svg_row(row: Row, y: float, x, now: float) -> str:
         elif piece == "throttled":
             parts.append(f'<rect class="llmnb-throttled" x="{left}" y="{y + 2}" width="{w}" height="{ROW_H - 4}"'
                          f' fill="url(#llmnb-throttle)" stroke="{COLOURS["throttled"]}"/>')
+        elif piece == "tools":  # between two turns: a thin line, the tool rows below show the work
+            parts.append(f'<rect class="llmnb-tools" x="{left}" y="{y + ROW_H / 2 - 1}" width="{w}" height="2"'
+                         f' fill="{COLOURS["tool"]}"/>')
         elif piece == "before":
             parts.append(f'<rect class="llmnb-before" x="{left}" y="{y + 6}" width="{w}" height="{ROW_H - 12}"'
                          f' fill="{colour}" fill-opacity="0.45"{dash}/>')

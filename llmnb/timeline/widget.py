@@ -158,7 +158,8 @@ class Timeline:
     def records(self) -> list[dict]:
         """One dict per task: name, method, model, created/start/end (seconds from the timeline's
         start; start is the first attempt's), wait (seconds waiting for a slot), throttled (seconds
-        waiting for the rate limit), status, tokens_in, tokens_out, error, ttft (seconds from start to
+        waiting for the rate limit), tool_wait (seconds a model call waited for its tools),
+        status, tokens_in, tokens_out, error, ttft (seconds from start to
         the first token, None when unknown), tokens_per_s (output tokens over the time after the
         first token), cached (answered from the cache), cost (USD, None when the price is unknown;
         for a cached answer, what it would have cost), id, and parent (for a tool run, the id of the
@@ -168,6 +169,7 @@ class Timeline:
         now = self._now()
         return [{"name": r.label, "method": r.method, "model": r.model, "created": r.created, "start": r.started,
                  "end": r.end, "wait": r.time_in("waiting", now), "throttled": r.time_in("throttled", now),
+                 "tool_wait": r.time_in("tools", now),
                  "status": r.status, "tokens_in": r.tokens_in, "tokens_out": r.tokens_out, "error": r.error,
                  "ttft": r.ttft(), "tokens_per_s": r.tokens_per_s(now), "cached": r.cached, "cost": r.cost,
                  "id": r.key, "parent": r.parent}
