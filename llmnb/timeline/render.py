@@ -99,8 +99,8 @@ def summary_line(view: View) -> str:
     if cost_text(s) and view.big is None:  # a big run's progress line says it already
         details += f" · {cost_text(s)}"
     tools = f" and {plural(s['tool_runs'], 'tool run')}" if s.get("tool_runs") else ""
-    return (f"{plural(s['tasks'], 'task')}{tools}{extra} · wall {s['wall']:.2f} s · sum of task times {s['busy']:.2f} s{details}"
-            f" · ratio {s['speedup']:.2f}x")
+    return (f"{plural(s['tasks'], 'task')}{tools}{extra} · wall {s['wall']:.2f} s"
+            f" · sum of task times {s['busy']:.2f} s{details} · ratio {s['speedup']:.2f}x")
 
 
 def details(row: Row, now: float) -> list[str]:
