@@ -167,9 +167,13 @@ class DemoServer:
         named = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
         functions = [t["function"] for t in tools if named in (None, t["function"]["name"])]
         return [{"id": f"call_{self.requests}_{i}", "type": "function",
-                 "function": {"name": f["name"], "arguments": json.dumps(self._example(
-                     f.get("parameters") or {}, (f.get("parameters") or {}).get("$defs", {})))}}
+                 "function": {"name": f["name"], "arguments": json.dumps(self.arguments_for(f))}}
                 for i, f in enumerate(functions)]
+
+    def arguments_for(self, function: dict):
+        """Arguments that fit a tool's parameter schema (its parameters' defaults where given)."""
+        schema = function.get("parameters") or {"type": "object", "properties": {}}
+        return self._example(schema, schema.get("$defs", {}))
 
     def _example(self, schema: dict, defs: dict):
         if "default" in schema:

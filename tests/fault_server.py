@@ -21,11 +21,10 @@ import gc
 import json
 import os
 import threading
-import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from llmnb.demo_server import PROMPT_TOKENS, REPLY, DemoServer, Streamed
+from llmnb.demo_server import REPLY, DemoServer
 
 
 @dataclass(frozen=True)
@@ -89,13 +88,6 @@ class StreamFault:
         return StreamFault("error", after)
 
 
-@dataclass
-class ToolStream(Streamed):
-    """A streamed answer of tool calls: (id, name, arguments text) each."""
-
-    calls: list = field(default_factory=list)
-
-
 class Slow(bytes):
     """A payload to send a few bytes at a time, spread over `seconds`."""
 
@@ -128,7 +120,7 @@ class FaultServer(DemoServer):
             return self._error(400, "'tools' is not supported by this server")
         fault = self.faults.popleft() if self.faults else None
         if fault is None:
-            return await self.answer_normally(body)
+            return await super().respond(body)
         if fault.kind == "status":
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             status, headers_, payload = self._error(fault.status, f"injected {fault.status}")
@@ -143,9 +135,9 @@ class FaultServer(DemoServer):
             return 200, {"Content-Type": "application/json"}, b'{"choices": [ this is not json'
         if fault.kind == "delay":
             await asyncio.sleep(fault.seconds)
-            return await self.answer_normally(body)
+            return await super().respond(body)
         if fault.kind == "trickle":
-            status, headers, payload = await self.answer_normally(body)
+            status, headers, payload = await super().respond(body)
             slow = Slow(payload)
             slow.seconds = fault.seconds
             return status, headers, slow
@@ -156,43 +148,30 @@ class FaultServer(DemoServer):
             self.reply = saved
         return status, headers, payload
 
-    async def answer_normally(self, body: dict):
-        calls = self.tool_calls(body)
-        if not calls:
-            return await super().respond(body)
-        calls = [(f"call_{self.requests}_{i}", name, json.dumps(args)) for i, (name, args) in enumerate(calls)]
-        if body.get("stream"):
-            return 200, {"Content-Type": "text/event-stream"}, ToolStream(body, [], "tool_calls", calls=calls)
-        message = {"role": "assistant", "content": None, "tool_calls": [
-            {"id": i, "type": "function", "function": {"name": n, "arguments": a}} for i, n, a in calls]}
-        payload = {"id": f"fault-{self.requests}", "object": "chat.completion", "created": int(time.time()),
-                   "model": body.get("model", "demo"),
-                   "choices": [{"index": 0, "finish_reason": "tool_calls", "message": message}],
-                   "usage": self.usage(calls)}
-        return 200, {"Content-Type": "application/json"}, json.dumps(payload).encode()
-
     # -- tool calls -------------------------------------------------------------------------------
     def script_tools(self, *turns: list[tuple[str, dict]]) -> None:
         self.tool_turns.extend(turns)
 
-    def tool_calls(self, body: dict) -> list[tuple[str, dict]]:
-        """The (name, arguments) this request is answered with; none: answer with text."""
+    def ask_tools(self, body: dict) -> list[dict]:
+        """The calls this request is answered with (none: answer with text): the next scripted
+        turn, else one call of each tool offered (or of the one tool_choice names) until tool
+        results come back (and after them too, with `keep_calling`)."""
         tools = [t["function"] for t in body.get("tools") or ()]
         messages = body.get("messages") or [{}]
         if not tools or body.get("tool_choice") == "none":
             return []
         if self.tool_turns:
-            return self.tool_turns.popleft()
-        if messages[-1].get("role") == "tool" and not self.keep_calling:
+            named = self.tool_turns.popleft()
+        elif messages[-1].get("role") == "tool" and not self.keep_calling:
             return []
-        choice = body.get("tool_choice")
-        if isinstance(choice, dict):
-            tools = [t for t in tools if t["name"] == choice["function"]["name"]]
-        return [(t["name"], self.tool_arguments.get(t["name"]) or self.arguments_for(t)) for t in tools]
-
-    def arguments_for(self, function: dict) -> dict:
-        schema = function.get("parameters") or {"type": "object", "properties": {}}
-        return self._example(schema, schema.get("$defs", {}))
+        else:
+            choice = body.get("tool_choice")
+            if isinstance(choice, dict):
+                tools = [t for t in tools if t["name"] == choice["function"]["name"]]
+            named = [(t["name"], self.tool_arguments.get(t["name"]) or self.arguments_for(t)) for t in tools]
+        return [{"id": f"call_{self.requests}_{i}", "type": "function",
+                 "function": {"name": name, "arguments": json.dumps(arguments)}}
+                for i, (name, arguments) in enumerate(named)]
 
     def answer(self, body: dict) -> str:
         """After tool results (and with no schema to fit), the results repeated, so tests see they arrived."""
@@ -205,33 +184,6 @@ class FaultServer(DemoServer):
                 break
             results.insert(0, f"{m.get('tool_call_id')}={m.get('content')}")
         return "Tool results: " + "; ".join(results)
-
-    @staticmethod
-    def usage(calls: list) -> dict:
-        out = sum(len(a) for _, _, a in calls) // 4 + len(calls)
-        return {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": out, "total_tokens": PROMPT_TOKENS + out}
-
-    def events(self, answer: Streamed) -> list[bytes]:
-        if not isinstance(answer, ToolStream):
-            return super().events(answer)
-        base = {"id": f"fault-{self.requests}", "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": answer.body.get("model", "demo")}
-
-        def chunk(delta: dict, finish: str | None = None) -> dict:
-            return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-
-        chunks = [chunk({"role": "assistant", "content": None})]
-        chunks += [chunk({"tool_calls": [{"index": i, "id": call_id, "type": "function",
-                                          "function": {"name": name, "arguments": ""}}]})
-                   for i, (call_id, name, _) in enumerate(answer.calls)]
-        pieces = [[a[j:j + 5] for j in range(0, len(a), 5)] for _, _, a in answer.calls]
-        for step in range(max(map(len, pieces), default=0)):  # interleaved: call 0, call 1, ..., again
-            chunks += [chunk({"tool_calls": [{"index": i, "function": {"arguments": p[step]}}]})
-                       for i, p in enumerate(pieces) if step < len(p)]
-        chunks.append(chunk({}, "tool_calls"))
-        if (answer.body.get("stream_options") or {}).get("include_usage"):
-            chunks.append({**base, "choices": [], "usage": self.usage(answer.calls)})
-        return [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
 
     async def send(self, writer: asyncio.StreamWriter, head: bytes, payload: bytes) -> None:
         if not isinstance(payload, Slow):
