@@ -10,7 +10,7 @@ import functools
 import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from . import cache as answer_cache
 from . import sync
@@ -62,12 +62,13 @@ class Model:
     """
 
     def __init__(self, backend: Backend, *, defaults: Generation | None = None,
-                 cache: answer_cache.Cache | bool | None = None, price: Price | None = None):
+                 cache: answer_cache.Cache | Literal[False] | None = None, price: Price | None = None):
         self.backend = backend
         self.name = backend.name
         self.defaults = defaults or Generation()  # Models.create(temperature=...): under each call's own settings
-        # a Cache, False (none), or None: whatever llmnb.use_cache set when a call is made
-        self._cache = cache if cache is None or cache is False else answer_cache.open_cache(cache)
+        # a Cache (Models.create opens its cache= option), False (none), or None: whatever
+        # llmnb.use_cache set when a call is made
+        self._cache = cache
         self.price = price  # USD per million tokens; None: not known
         # pydantic builds its schema machinery at its first use (0.15 s): here, with the model,
         # rather than on the event loop at the first extract or classify, blocking every task.

@@ -77,11 +77,11 @@ class ToolLoop:
         while True:
             text: list[str] = []
             calls: list[ToolCall] = []
-            sizes: list[tuple[int | None, int | None]] = [(None, None)]
+            sizes: tuple[int | None, int | None] = (None, None)  # the turn's counts so far: the last hold
             async with contextlib.aclosing(send(self.request(gen, None))) as deltas:
                 async for delta in deltas:
                     if delta.tokens_in is not None or delta.tokens_out is not None:
-                        sizes.append((delta.tokens_in, delta.tokens_out))  # the turn's counts so far: the last hold
+                        sizes = (delta.tokens_in, delta.tokens_out)
                     calls.extend(delta.tool_calls)
                     if delta.text:
                         if apart:
@@ -89,7 +89,7 @@ class ToolLoop:
                             apart = False
                         text.append(delta.text)
                         yield delta.text
-            count(tally, *sizes[-1])
+            count(tally, *sizes)
             if not await self.ran_tools(Completion("".join(text), tool_calls=tuple(calls))):
                 return
             apart = apart or bool(text)

@@ -189,7 +189,7 @@ class Recorder:
         self._last_end = 0.0
         self._ttfts = Median()
         self._strip = Strip()
-        self._tool_runs: set[int] = set()  # rows of calls with a parent: not counted as the program's calls
+        self._tool_runs = 0  # rows of calls with a parent: not counted as the program's calls
         self._ended: Counter[str] = Counter()  # the program's calls, by how they ended
         self._money = {"spent": 0.0, "saved": 0.0}
         self._priced = False  # some call reported a cost
@@ -244,7 +244,7 @@ class Recorder:
         self._statuses["created"] += 1
         self._open += 1
         if event.parent is not None:
-            self._tool_runs.add(event.call_id)
+            self._tool_runs += 1
         return row
 
     def _enter(self, row: Row, phase: str | None, t: float) -> None:
@@ -279,7 +279,7 @@ class Recorder:
         if row.cost is not None:
             self._priced = True
             self._money["saved" if row.cached else "spent"] += row.cost
-        if row.key in self._tool_runs:
+        if row.parent is not None:  # a tool run
             return
         how = "cached" if row.cached and status == "done" else status
         self._ended[how] += 1
@@ -325,10 +325,9 @@ class Recorder:
 
     def _summary(self, now: float) -> dict:
         money = {name: value if self._priced else None for name, value in self._money.items()}
-        tool_runs = len(self._tool_runs)
-        out = {"tasks": len(self._order) - tool_runs, "tool_runs": tool_runs, "wall": 0.0, "busy": 0.0, "speedup": 0.0,
-               "ttft_median": None,
-               "throttled": 0.0, "cached": self._ended["cached"], "cost": money["spent"], "saved": money["saved"]}
+        out = {"tasks": len(self._order) - self._tool_runs, "tool_runs": self._tool_runs, "wall": 0.0, "busy": 0.0,
+               "speedup": 0.0, "ttft_median": None, "throttled": 0.0, "cached": self._ended["cached"],
+               "cost": money["spent"], "saved": money["saved"]}
         if not self._order:
             return out
         last = max(self._last_end, now) if self._open else self._last_end
@@ -356,5 +355,5 @@ class Recorder:
             return View(shown, hidden, list(self.lags), now, self._summary(now), +self._statuses)
 
     def _progress(self, now: float) -> Progress:
-        calls = len(self._order) - len(self._tool_runs)
+        calls = len(self._order) - self._tool_runs
         return Progress(calls, self.expected, +self._ended, self._open, self._strip.snapshot(now), list(self._failures))
