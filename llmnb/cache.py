@@ -356,9 +356,8 @@ def check_file(path: Path) -> None:
 
 
 async def backend_identity(backend: Backend, cache: Cache) -> str:
-    path = getattr(backend, "path", None)
-    if path is not None:
-        return "gguf:" + await asyncio.to_thread(file_hash, Path(path), cache)
+    if backend.path is not None:
+        return "gguf:" + await asyncio.to_thread(file_hash, backend.path, cache)
     if hasattr(backend, "base_url"):
         # the openai SDK's own default, which it also reads from OPENAI_BASE_URL
         url = backend.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"

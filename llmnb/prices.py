@@ -36,7 +36,7 @@ def price_for(backend: Backend, override: Price | None = None) -> Price | None:
         return override
     provider, _, model = backend.name.partition(":")
     named = PROVIDERS.get(provider)
-    if getattr(backend, "path", None) is not None or (named is not None and named.local):  # runs on this machine
+    if backend.path is not None or (named is not None and named.local):  # runs on this machine
         return Price(0.0, 0.0)
     return table_price(model, provider, getattr(backend, "base_url", None))
 

@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from ..events import Call
@@ -126,6 +127,7 @@ class Backend(ABC):
     """
 
     name: str
+    path: Path | None = None  # a local model's weights file: it is free to run, and its answers depend on its content
     defaults = Generation()  # the backend's own generation defaults, under the model's and the call's
 
     async def run(self, request: Request, call: Call) -> Completion:
