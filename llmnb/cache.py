@@ -322,13 +322,28 @@ def connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
 def set_up(db: sqlite3.Connection) -> None:
     """WAL (readers and the one writer do not block each other; two processes can share the file)
     and synchronous=NORMAL: a commit survives the process being killed, not always a power cut."""
-    db.execute("PRAGMA journal_mode = WAL")
+    wal_mode(db)
     db.execute("PRAGMA synchronous = NORMAL")
     db.execute("BEGIN IMMEDIATE")
     for statement in filter(str.strip, SCHEMA.split(";")):
         db.execute(statement)
     db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?), ('version', ?)", (FORMAT, str(VERSION)))
     db.execute("COMMIT")
+
+
+def wal_mode(db: sqlite3.Connection) -> None:
+    """Switch the file to WAL. The switch needs the file to itself, and SQLite answers "database is
+    locked" at once, without its busy timeout, while another process is setting up the same new
+    file: so it is tried again until the busy timeout has passed."""
+    deadline = time.monotonic() + BUSY_MS / 1000
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def check_file(path: Path) -> None:
