@@ -38,10 +38,10 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .backends.base import Backend, Completion, Request, ToolCall
-from .errors import ConfigError
+from .errors import ConfigError, NotKept
 from .events import CallEvent
 
 FORMAT = "llmnb answer cache"
@@ -60,9 +60,10 @@ CREATE TABLE IF NOT EXISTS file_hashes (path TEXT NOT NULL, size INTEGER NOT NUL
 
 _sample: ContextVar[int | None] = ContextVar("llmnb_sample_index", default=None)
 _refresh: ContextVar[bool] = ContextVar("llmnb_cache_refresh", default=False)
+_kept_only: ContextVar[bool] = ContextVar("llmnb_cache_kept_only", default=False)
 _open: dict[str, Cache] = {}
 _open_lock = threading.Lock()
-_default: Cache | None = None
+_default: Store | None = None
 _file_hashes: dict[tuple[str, int, int], str] = {}
 _hash_lock = threading.Lock()
 
@@ -87,7 +88,19 @@ def refreshing() -> Iterator[None]:
         _refresh.reset(token)
 
 
-def use_cache(path: str | os.PathLike | bool | None = True) -> Cache | None:
+@contextlib.contextmanager
+def kept_only() -> Iterator[None]:
+    """In this block (and its tasks) a model turn whose answer the cache does not hold raises
+    `llmnb.errors.NotKept` (with the turn's request and cache key) instead of being sent. Without
+    a cache nothing is kept, so every turn raises it."""
+    token = _kept_only.set(True)
+    try:
+        yield
+    finally:
+        _kept_only.reset(token)
+
+
+def use_cache(path: str | os.PathLike | bool | Store | None = True) -> Store | None:
     """Keep the answers of every model made without `cache=` in this file, from now on (True: a file
     llmnb-cache.sqlite in the working directory). `use_cache(None)` stops. Returns the cache."""
     global _default
@@ -95,15 +108,15 @@ def use_cache(path: str | os.PathLike | bool | None = True) -> Cache | None:
     return _default
 
 
-def default() -> Cache | None:
+def default() -> Store | None:
     """The cache set by `use_cache`, if any."""
     return _default
 
 
-def open_cache(option: str | os.PathLike | bool | Cache) -> Cache:
-    """The cache for a `cache=` option: a path, True (the default file) or a Cache. One Cache per
+def open_cache(option: str | os.PathLike | bool | Store) -> Store:
+    """The cache for a `cache=` option: a path, True (the default file), a Cache or a MemoryStore. One Cache per
     file in a process, so models sharing a file share its thread."""
-    if isinstance(option, Cache):
+    if isinstance(option, (Cache, MemoryStore)):
         return option
     if option is True:
         option = DEFAULT_FILE
@@ -117,13 +130,15 @@ def open_cache(option: str | os.PathLike | bool | Cache) -> Cache:
         return cache
 
 
-def completion_json(completion: Completion) -> str:
+def completion_to_json(completion: Completion) -> str:
+    """A completion as the JSON text the cache keeps (and a worker can send back)."""
     record = dataclasses.asdict(completion)
     record["tool_calls"] = [dataclasses.asdict(c) for c in completion.tool_calls]
     return json.dumps(record, ensure_ascii=False)
 
 
 def completion_from_json(text: str) -> Completion:
+    """The Completion that `completion_to_json` wrote."""
     record = json.loads(text)
     calls = tuple(ToolCall(**c) for c in record.pop("tool_calls", ()))
     return Completion(**record, tool_calls=calls)
@@ -139,6 +154,49 @@ def request_text(identity: str, model: str, request: Request) -> str:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
 
 
+def base_key(identity: str, model: str, request: Request) -> str:
+    """The hash of the request's canonical text: the key of every sample of that request."""
+    # a local model is its file: the same weights under another path or alias give the same answers
+    text = request_text(identity, "" if identity.startswith("gguf:") else model, request)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def sample_key(base: str, sample: int) -> str:
+    return hashlib.sha256(f"{base}/{sample}".encode()).hexdigest()
+
+
+def key_for(identity: str, model: str, request: Request, sample: int = 0) -> str:
+    """The cache key of sample `sample` of `request` to the model named `model` (e.g.
+    "openai:gpt-4o-mini") on a backend of identity `identity` (`await cache.identity(backend)`)."""
+    return sample_key(base_key(identity, model, request), sample)
+
+
+class Claims:
+    """The sample indexes held by the identical requests in flight: each takes the lowest free
+    one, unless `sample_index` set one."""
+
+    def __init__(self):
+        self._in_flight: dict[str, Counter] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def claim(self, base: str) -> Iterator[str]:
+        """The key of one sample of the request whose canonical text hashes to `base`, held until
+        the block ends."""
+        explicit = _sample.get()
+        with self._lock:
+            held = self._in_flight.setdefault(base, Counter())
+            n = explicit if explicit is not None else next(i for i in range(len(held) + 1) if not held[i])
+            held[n] += 1
+        try:
+            yield sample_key(base, n)
+        finally:
+            with self._lock:
+                held[n] -= 1
+                if not +held:
+                    self._in_flight.pop(base, None)
+
+
 class Cache:
     """A file of kept answers. `len(cache)`, `cache.models()` (entries per model), `cache.clear()`,
     `cache.drop(model)`; its repr shows the file, the number of answers and the size on disk."""
@@ -148,8 +206,7 @@ class Cache:
         self.closed = False
         check_file(self.path)
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._in_flight: dict[str, Counter] = {}
-        self._lock = threading.Lock()
+        self._claims = Claims()
         self._identities: weakref.WeakKeyDictionary[Backend, str] = weakref.WeakKeyDictionary()
         ready: concurrent.futures.Future = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._serve, args=(ready,), name="llmnb-cache", daemon=True)
@@ -162,6 +219,9 @@ class Cache:
 
     def __bool__(self) -> bool:  # an empty cache is still a cache
         return True
+
+    def __str__(self) -> str:
+        return str(self.path)
 
     def __len__(self) -> int:
         return self._do(lambda db: db.execute("SELECT count(*) FROM answers").fetchone()[0]).result()
@@ -197,26 +257,14 @@ class Cache:
 
     async def keep(self, key: str, model: str, completion: Completion) -> None:
         """Write a complete answer and wait until it is committed."""
-        text = completion_json(completion)
+        text = completion_to_json(completion)
         await self._ask(lambda db: db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)",
                                               (key, model, time.time(), text)), write=True)
 
-    @contextlib.contextmanager
-    def claim(self, base: str) -> Iterator[str]:
+    def claim(self, base: str) -> contextlib.AbstractContextManager[str]:
         """The key of one sample of the request whose canonical text hashes to `base`, held until
         the block ends."""
-        explicit = _sample.get()
-        with self._lock:
-            held = self._in_flight.setdefault(base, Counter())
-            n = explicit if explicit is not None else next(i for i in range(len(held) + 1) if not held[i])
-            held[n] += 1
-        try:
-            yield hashlib.sha256(f"{base}/{n}".encode()).hexdigest()
-        finally:
-            with self._lock:
-                held[n] -= 1
-                if not +held:
-                    self._in_flight.pop(base, None)
+        return self._claims.claim(base)
 
     async def identity(self, backend: Backend) -> str:
         """What the answers of this backend depend on besides the request: the GGUF file's content
@@ -370,7 +418,7 @@ def check_file(path: Path) -> None:
         raise ConfigError(f"{path} was written by a newer llmnb; upgrade llmnb or give another file to cache=")
 
 
-async def backend_identity(backend: Backend, cache: Cache) -> str:
+async def backend_identity(backend: Backend, cache: Cache | None) -> str:
     if backend.path is not None:
         return "gguf:" + await asyncio.to_thread(file_hash, backend.path, cache)
     if hasattr(backend, "base_url"):
@@ -380,7 +428,7 @@ async def backend_identity(backend: Backend, cache: Cache) -> str:
     return type(backend).__name__
 
 
-def file_hash(path: Path, cache: Cache) -> str:
+def file_hash(path: Path, cache: Cache | None) -> str:
     """The SHA-256 of a model file, computed once per (path, size, mtime): remembered in this
     process and in the cache file, so a restarted kernel does not read gigabytes again."""
     stat = path.stat()
@@ -388,49 +436,104 @@ def file_hash(path: Path, cache: Cache) -> str:
     with _hash_lock:
         if ident in _file_hashes:
             return _file_hashes[ident]
-        row = cache._do(lambda db: db.execute("SELECT sha256 FROM file_hashes WHERE path = ? AND size = ? "
-                                              "AND mtime_ns = ?", ident).fetchone()).result()
+        row = None if cache is None else cache._do(
+            lambda db: db.execute("SELECT sha256 FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
+                                  ident).fetchone()).result()
         if row is None:
             with path.open("rb") as f:
                 digest = hashlib.file_digest(f, "sha256").hexdigest()
-            cache._do(lambda db: db.execute("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)",
-                                            (*ident, digest)), write=True).result()
+            if cache is not None:
+                cache._do(lambda db: db.execute("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)",
+                                                (*ident, digest)), write=True).result()
             row = (digest,)
         _file_hashes[ident] = row[0]
         return row[0]
+
+
+class MemoryStore:
+    """Answers kept in memory, used like a Cache: `Model(backend, cache=MemoryStore())`. `answers`
+    maps each key to (model name, Completion), e.g. to record the turns a worker made and keep
+    them in a Cache elsewhere (`cache.keep(key, model, completion)`)."""
+
+    def __init__(self, answers: dict[str, tuple[str, Completion]] | None = None):
+        self.answers = dict(answers or {})
+        self._claims = Claims()
+        self._identities: weakref.WeakKeyDictionary[Backend, str] = weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:
+        return f"<llmnb.cache.MemoryStore: {len(self.answers):,} answers>"
+
+    def __bool__(self) -> bool:  # an empty store is still a store
+        return True
+
+    async def lookup(self, key: str) -> Completion | None:
+        """The answer kept under `key`, or None."""
+        found = self.answers.get(key)
+        return None if found is None else found[1]
+
+    async def keep(self, key: str, model: str, completion: Completion) -> None:
+        """Keep `completion` under `key`."""
+        self.answers[key] = (model, completion)
+
+    def claim(self, base: str) -> contextlib.AbstractContextManager[str]:
+        """As `Cache.claim`: the key of one sample of a request, held until the block ends."""
+        return self._claims.claim(base)
+
+    async def identity(self, backend: Backend) -> str:
+        """As `Cache.identity` (a model file's hash is remembered in this process only)."""
+        known = self._identities.get(backend)
+        if known is None:
+            known = self._identities[backend] = await backend_identity(backend, None)
+        return known
+
+
+class Store(Protocol):
+    """What a model turn looks answers up in and keeps them in: a Cache, a MemoryStore, or any
+    object with these methods."""
+
+    async def lookup(self, key: str) -> Completion | None: ...
+
+    async def keep(self, key: str, model: str, completion: Completion) -> None: ...
+
+    def claim(self, base: str) -> contextlib.AbstractContextManager[str]: ...
+
+    async def identity(self, backend: Backend) -> str: ...
 
 
 class Turn:
     """One model turn through the cache (or through none): `hit` is the kept answer, if any;
     `keep(completion)` writes a complete answer that was just received."""
 
-    def __init__(self, cache: Cache | None, key: str = "", model: str = ""):
-        self.cache, self.key, self.model = cache, key, model
+    def __init__(self, store: Store | None, key: str = "", model: str = ""):
+        self.store, self.key, self.model = store, key, model
         self.hit: Completion | None = None
 
     async def keep(self, completion: Completion) -> None:
-        if self.cache is None or self.hit is not None or completion.finish in INCOMPLETE:
+        if self.store is None or self.hit is not None or completion.finish in INCOMPLETE:
             return
         try:
-            await self.cache.keep(self.key, self.model, completion)
+            await self.store.keep(self.key, self.model, completion)
         except sqlite3.Error as e:  # a full disk, say: the answer was paid for, so the caller still gets it
-            warnings.warn(f"llmnb could not keep an answer in {self.cache.path} ({e}); it is returned, not kept",
+            warnings.warn(f"llmnb could not keep an answer in {self.store} ({e}); it is returned, not kept",
                           RuntimeWarning, stacklevel=2)
 
 
 @contextlib.asynccontextmanager
-async def turn(cache: Cache | None, backend: Backend, request: Request, refresh: bool = False) -> AsyncIterator[Turn]:
-    """Look the request up (unless refreshing) and hold its sample index for the block."""
-    if cache is None:
+async def turn(store: Store | None, backend: Backend, request: Request, refresh: bool = False) -> AsyncIterator[Turn]:
+    """Look the request up (unless refreshing) and hold its sample index for the block. Under
+    `kept_only`, a turn without a kept answer raises NotKept instead (without a store: every turn)."""
+    kept_only_now = _kept_only.get()
+    if store is None and not kept_only_now:
         yield Turn(None)
         return
-    identity = await cache.identity(backend)
-    # a local model is its file: the same weights under another path or alias give the same answers
-    text = request_text(identity, "" if identity.startswith("gguf:") else backend.name, request)
-    with cache.claim(hashlib.sha256(text.encode()).hexdigest()) as key:
-        here = Turn(cache, key, backend.name)
+    store = store if store is not None else MemoryStore()  # nothing kept: every key misses
+    base = base_key(await store.identity(backend), backend.name, request)
+    with store.claim(base) as key:
+        here = Turn(store, key, backend.name)
         if not (refresh or _refresh.get()):
-            here.hit = await cache.lookup(key)
+            here.hit = await store.lookup(key)
+        if here.hit is None and kept_only_now:
+            raise NotKept(request, key)
         yield here
 
 

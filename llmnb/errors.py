@@ -53,3 +53,16 @@ class MaxStepsError(LlmnbError):
         super().__init__(message)
         self.asked = asked
         self.messages = messages
+
+
+class NotKept(LlmnbError):
+    """Inside `llmnb.cache.kept_only()`, a model turn whose answer the cache does not hold.
+
+    `request` is the turn's Request, `key` its cache key: an answer kept under that key (for
+    instance with `cache.keep(key, model, completion)`) answers the turn next time.
+    """
+
+    def __init__(self, request: object, key: str):
+        super().__init__(f"no kept answer for this turn (key {key[:12]}…); it was not sent")
+        self.request = request
+        self.key = key

@@ -62,7 +62,7 @@ class Model:
     """
 
     def __init__(self, backend: Backend, *, defaults: Generation | None = None,
-                 cache: answer_cache.Cache | Literal[False] | None = None, price: Price | None = None):
+                 cache: answer_cache.Store | Literal[False] | None = None, price: Price | None = None):
         self.backend = backend
         self.name = backend.name
         self.defaults = defaults or Generation()  # Models.create(temperature=...): under each call's own settings
@@ -78,7 +78,7 @@ class Model:
         return f"<llmnb.Model {self.name}>"
 
     @property
-    def cache(self) -> answer_cache.Cache | None:
+    def cache(self) -> answer_cache.Store | None:
         """The answer cache this model's calls use (Models.create(cache=...) or llmnb.use_cache), or None."""
         return answer_cache.default() if self._cache is None else None if self._cache is False else self._cache
 
