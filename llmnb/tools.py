@@ -35,9 +35,10 @@ from typing import Any
 import pydantic
 import pydantic_core
 
-from .backends.base import PerLoop, ToolCall
+from .backends.base import ToolCall
 from .errors import ConfigError, SchemaError
 from .events import Call
+from .per_loop import PerLoop
 
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what OpenAI accepts as a function name
 ERROR_WIDTH = 500  # a tool's error goes back to the model, cut to this many characters

@@ -1,4 +1,4 @@
-"""llmnb.limits on its own: pacing, budgets from headers, the pause after a 429, token accounting.
+"""llmnb.backends.openai.limits on its own: pacing, budgets from headers, the pause after a 429, token accounting.
 Short real waits, with generous slack."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+from llmnb.backends.openai.limits import RateLimits, estimate_tokens, parse_duration
 from llmnb.demo_server import RateLimit
-from llmnb.limits import RateLimits, estimate_tokens, parse_duration
 
 
 @pytest.mark.parametrize("text, seconds", [("1s", 1), ("6m0s", 360), ("20ms", 0.02), ("1h2m3.5s", 3723.5),

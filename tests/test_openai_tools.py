@@ -11,9 +11,9 @@ import pytest
 
 from llmnb import ModelCallError, Models
 from llmnb.backends.base import Generation, Request, ToolCall, join
+from llmnb.backends.openai.limits import estimate_tokens
 from llmnb.backends.openai.wire import build_request
 from llmnb.events import Call
-from llmnb.limits import estimate_tokens
 
 
 def tool(name: str, properties: dict) -> dict:

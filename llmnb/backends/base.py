@@ -1,21 +1,16 @@
-"""What every backend shares: the request and completion records, one object per event loop and the
-slot/start protocol that reports a call's waiting and running phases."""
+"""What every backend shares: the request and completion records and the slot/start protocol that
+reports a call's waiting and running phases."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import weakref
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Generic, TypeVar
 
 from ..events import Call
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -89,33 +84,6 @@ def join(deltas: Iterable[Delta]) -> Completion:
         tokens_out = d.tokens_out if d.tokens_out is not None else tokens_out
         finish = d.finish or finish
     return Completion("".join(text), tokens_in, tokens_out, finish, tuple(calls))
-
-
-class PerLoop(Generic[T]):
-    """One object per running event loop, made on first use.
-
-    asyncio locks, semaphores and HTTP clients belong to the loop that first uses them; llmnb may
-    serve the kernel's loop and its private sync loop at once, so each gets its own. Entries go
-    away with their loop.
-    """
-
-    def __init__(self, factory: Callable[[], T]):
-        self._factory = factory
-        self._items: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = weakref.WeakKeyDictionary()
-
-    def get(self) -> T:
-        loop = asyncio.get_running_loop()
-        try:
-            return self._items[loop]
-        except KeyError:
-            item = self._items[loop] = self._factory()
-            return item
-
-    def drain(self) -> list[tuple[asyncio.AbstractEventLoop, T]]:
-        """Remove and return every (loop, item) pair, e.g. to close the items."""
-        pairs = list(self._items.items())
-        self._items.clear()
-        return pairs
 
 
 class Backend(ABC):

@@ -33,7 +33,8 @@ from pathlib import Path
 
 from ..errors import ConfigError, ModelCallError
 from ..events import Call
-from .base import Backend, Completion, Delta, PerLoop, Request, join
+from ..per_loop import PerLoop
+from .base import Backend, Completion, Delta, Request, join
 from .batched_llama import LlamaContext, SequenceSampler
 from .grammar import converter, schema_to_gbnf
 from .local import LOCAL_DEFAULTS, REPEAT_PENALTY, import_llama_cpp, reusable

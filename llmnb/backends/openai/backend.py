@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 
 from ...errors import ModelCallError
 from ...events import Call
-from ...limits import RateLimits, estimate_tokens
+from ...per_loop import PerLoop
 from ...providers import Quirks
-from ..base import Backend, Completion, Delta, PerLoop, Request
+from ..base import Backend, Completion, Delta, Request
 from .clients import Clients, http_client_for_loop
 from .failures import (
     FORMAT_WORDS,
@@ -37,6 +37,7 @@ from .failures import (
     timed_out,
     tools_refused,
 )
+from .limits import RateLimits, estimate_tokens
 from .wire import CHAT_PATH, StreamedAnswer, build_request, event_data, parse_response, stream_request
 
 T = TypeVar("T")

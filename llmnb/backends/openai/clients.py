@@ -11,7 +11,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from ..base import PerLoop
+from ...per_loop import PerLoop
 
 
 class Clients:

@@ -23,8 +23,8 @@ from typing import Any
 
 from aiolimiter import AsyncLimiter
 
-from .backends.base import PerLoop
-from .errors import ConfigError
+from ...errors import ConfigError
+from ...per_loop import PerLoop
 
 BURST_SECONDS = 0.1
 RESET = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)?")
