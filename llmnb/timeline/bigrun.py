@@ -1,8 +1,8 @@
 """A big run's picture: instead of thousands of rows, how far it is (ended of expected, failed,
 from the cache), how fast (calls a second, the time left), what it cost, and a strip over time of
 the calls in flight, throttled and finishing, where a 429 storm (throttled up, finishing down) or a
-stall (nothing finishing) shows at a glance. Pure, like render.py, whose marks and sizes it uses:
-everything here reads the recorder's counters and strip, never a row.
+stall (nothing finishing) shows at a glance. Pure, like render.py, and drawn in its style
+(style.py): everything here reads the recorder's counters and strip, never a row.
 """
 
 from __future__ import annotations
@@ -10,22 +10,22 @@ from __future__ import annotations
 import math
 from html import escape
 
-from . import render
 from .recorder import Progress
 from .strip import ENDS, StripView
+from .style import CACHED, COLOURS, LABEL_W, PAD, PLOT_W, ROW_H, TEXT_BAR, cut, money
 
 RATE_WINDOW = 10.0  # seconds: the rate (and the time left) of a live run is that of its recent calls
 SPARK = " ▁▂▃▄▅▆▇█"
 PROGRESS_MARKS = {"done": "=", "cached": "c", "failed": "x", "cancelled": "/"}
 TEXT_LEGEND = ("big run: progress = answered  c from the cache  x failed  / cancelled; strips over time:"
                " calls in flight (running) and throttled (mean at once), finishing (a second), x a call failed")
-STRIP_H = 2 * render.ROW_H
+STRIP_H = 2 * ROW_H
 STRIPS = (("in flight", "running", "at once"), ("throttled", "throttled", "at once"),
           ("finishing", "finishing", "a second"))
-FILLS = {"done": f'fill="{render.COLOURS["done"]}"', "cached": render.CACHED,
-         "failed": f'fill="{render.COLOURS["failed"]}"', "cancelled": f'fill="{render.COLOURS["cancelled"]}"',
-         "running": f'fill="{render.COLOURS["running"]}"',
-         "throttled": f'fill="url(#llmnb-throttle)" stroke="{render.COLOURS["throttled"]}" stroke-width="0.5"'}
+FILLS = {"done": f'fill="{COLOURS["done"]}"', "cached": CACHED,
+         "failed": f'fill="{COLOURS["failed"]}"', "cancelled": f'fill="{COLOURS["cancelled"]}"',
+         "running": f'fill="{COLOURS["running"]}"',
+         "throttled": f'fill="url(#llmnb-throttle)" stroke="{COLOURS["throttled"]}" stroke-width="0.5"'}
 
 
 def amount(x: float) -> str:
@@ -74,15 +74,15 @@ def pace(progress: Progress, summary: dict) -> list[str]:
     elif not progress.open:
         out.append(f"took {duration(summary['wall'])}" + (f", {left:,} never started" if left > 0 else ""))
     if summary["cost"] is not None:
-        saved = f" (saved {render.money(summary['saved'])})" if summary["cached"] else ""
-        out.append(f"cost {render.money(summary['cost'])}{' so far' if progress.open else ''}{saved}")
+        saved = f" (saved {money(summary['saved'])})" if summary["cached"] else ""
+        out.append(f"cost {money(summary['cost'])}{' so far' if progress.open else ''}{saved}")
     return out
 
 
 # -- text -------------------------------------------------------------------------------------
 def text_lines(progress: Progress, summary: dict, span: float, bar) -> list[str]:
     """The big run's lines in the text form, on the block's time axis (`bar` draws one)."""
-    width = render.TEXT_BAR
+    width = TEXT_BAR
     cells, edge, done = [" "] * width, 0, 0
     for how, mark in PROGRESS_MARKS.items():
         done += progress.ended[how]
@@ -101,7 +101,7 @@ def text_lines(progress: Progress, summary: dict, span: float, bar) -> list[str]
     failed = [("x", (i + 0.2) * seconds, (i + 0.8) * seconds) for i, c in enumerate(columns) if c[2]["failed"]]
     if failed:
         lines.append(f"{'failed':<38} |{bar(failed)}| {progress.ended['failed']:,} in all")
-    lines += [f"failed: {render._cut(f'{name}: {error}', 110)}" for name, error in progress.failures]
+    lines += [f"failed: {cut(f'{name}: {error}', 110)}" for name, error in progress.failures]
     return lines
 
 
@@ -115,10 +115,10 @@ def spark(values: list[float], top: float) -> str:
 # -- SVG --------------------------------------------------------------------------------------
 def svg_rows(out: list[str], progress: Progress, summary: dict, y: float, x) -> float:
     """Append the progress bar, the pace line, the strips and the last failures from `y`."""
-    left, w = render.LABEL_W + render.PAD, render.PLOT_W
-    out.append(f'<g class="llmnb-progress"><text x="{render.PAD}" y="{y + 13}" font-weight="bold"'
+    left, w = LABEL_W + PAD, PLOT_W
+    out.append(f'<g class="llmnb-progress"><text x="{PAD}" y="{y + 13}" font-weight="bold"'
                f' fill="currentColor">{headline(progress)}</text>'
-               f'<rect x="{left}" y="{y + 3}" width="{w}" height="{render.ROW_H - 6}" fill="none"'
+               f'<rect x="{left}" y="{y + 3}" width="{w}" height="{ROW_H - 6}" fill="none"'
                ' stroke="currentColor" stroke-opacity="0.35"/>')
     edge = 0.0
     parts = [(how, progress.ended[how]) for how in PROGRESS_MARKS] + [("running", progress.calls - progress.finished)]
@@ -126,19 +126,19 @@ def svg_rows(out: list[str], progress: Progress, summary: dict, y: float, x) -> 
         share = n / progress.total * w if progress.total else 0
         if share > 0:
             out.append(f'<rect class="llmnb-progress-{how}" x="{left + edge:.1f}" y="{y + 3}" width="{share:.1f}"'
-                       f' height="{render.ROW_H - 6}" {FILLS[how]}><title>{n:,} {how}</title></rect>')
+                       f' height="{ROW_H - 6}" {FILLS[how]}><title>{n:,} {how}</title></rect>')
         edge += share
     out.append("</g>")
-    y += render.ROW_H
+    y += ROW_H
     line = " · ".join([*counts(progress), *pace(progress, summary)])
-    out.append(f'<text class="llmnb-pace" x="{render.PAD}" y="{y + 13}" fill="currentColor">{escape(line)}</text>')
-    y += render.ROW_H
+    out.append(f'<text class="llmnb-pace" x="{PAD}" y="{y + 13}" fill="currentColor">{escape(line)}</text>')
+    y += ROW_H
     for label, name, unit in STRIPS:
         y = _strip(out, progress.strip, label, name, unit, y, x)
     for name, error in progress.failures:
-        out.append(f'<text x="{render.PAD}" y="{y + 12}" fill="{render.COLOURS["failed"]}">'
-                   f'{escape(render._cut(f"failed: {name}: {error}", 120))}</text>')
-        y += render.ROW_H
+        out.append(f'<text x="{PAD}" y="{y + 12}" fill="{COLOURS["failed"]}">'
+                   f'{escape(cut(f"failed: {name}: {error}", 120))}</text>')
+        y += ROW_H
     return y
 
 
@@ -155,8 +155,8 @@ def _strip(out: list[str], strip: StripView, label: str, name: str, unit: str, y
     bottom, room = y + STRIP_H - 3, STRIP_H - 6
     out.append(f'<g class="llmnb-strip" data-name="{name}"><title>{label}: calls {unit}, over bins of'
                f' {strip.width:g} s</title>'
-               f'<text x="{render.PAD}" y="{y + 14}" fill="currentColor">{label}</text>'
-               f'<text x="{render.PAD}" y="{y + 28}" fill="currentColor" fill-opacity="0.7">up to {amount(top)} {unit}'
+               f'<text x="{PAD}" y="{y + 14}" fill="currentColor">{label}</text>'
+               f'<text x="{PAD}" y="{y + 28}" fill="currentColor" fill-opacity="0.7">up to {amount(top)} {unit}'
                f'</text><line x1="{x(0):.1f}" y1="{bottom}" x2="{x(strip.until):.1f}" y2="{bottom}"'
                ' stroke="currentColor" stroke-opacity="0.3"/>')
     for a, b, stack in bins:

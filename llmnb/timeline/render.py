@@ -10,24 +10,15 @@ from __future__ import annotations
 import math
 from html import escape
 
+from . import bigrun
 from .recorder import Row, View
+from .style import CACHED, COLOURS, DASH, DEFS, LABEL_W, PAD, PLOT_W, ROW_H, TEXT_BAR, TOP, cut, money
 
-# Okabe-Ito colours: distinguishable with the common colour-blindnesses and on dark backgrounds.
-# Every state is also told by shape, not colour alone: waiting is hatched, throttled striped and
-# outlined, the time to the first token a thinner, lighter bar ending in a tick, a running bar
-# ends in an arrow head, a failed one in a cross, a cancelled one is dashed, an answer from the
-# cache is a pale hatched block.
-COLOURS = {"done": "#0072B2", "running": "#E69F00", "failed": "#D55E00", "cancelled": "#999999", "lag": "#CC79A7",
-           "throttled": "#009E73", "tool": "#56B4E9"}
 MAX_ROWS = 40  # beyond this, the rows in the middle are grouped into one "+N more" row
 BIG_ROWS = 200  # beyond this, a run is drawn as its progress and a strip over time, not as rows
-ROW_H, LABEL_W, PLOT_W, PAD = 18, 250, 520, 8
-TOP = 46  # title line, legend line
-TEXT_BAR = 40
 TEXT_MARKS = {"waiting": ".", "throttled": "~", "before": "-", "running": "=", "tools": ":", "cached": "c"}
 TEXT_LEGEND = ("legend: . waiting for a slot  ~ throttled (rate limit)  - running, before the first token"
                "  = running  : waiting for its tools  c from the cache  # event loop blocked")
-DASH = ' stroke="currentColor" stroke-dasharray="3,2"'
 
 Block = tuple[str, View]  # a title and what to draw under it
 
@@ -37,10 +28,6 @@ def nice_step(span: float, ticks: int = 6) -> float:
     raw = max(span, 1e-3) / ticks
     power = 10 ** math.floor(math.log10(raw))
     return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _end(row: Row, now: float) -> float:
@@ -64,13 +51,6 @@ def pieces(row: Row, now: float) -> list[tuple[str, float, float]]:
         else:
             out.append((phase, a, b))
     return out
-
-
-def money(usd: float) -> str:
-    """Dollars with enough digits to see a small run's cost: $12.34, $0.0123, $0.000045."""
-    if usd >= 1 or usd == 0:
-        return f"${usd:,.2f}"
-    return f"${usd:.{min(max(2, 1 - math.floor(math.log10(usd)) + 1), 8)}f}"
 
 
 def cost_text(summary: dict) -> str:
@@ -154,8 +134,6 @@ def text(blocks: list[Block]) -> str:
     for title, view in blocks:
         lines.append(f"{title} (0 .. {span:.2f} s)")
         if view.big:
-            from . import bigrun  # it draws with this module's marks and sizes
-
             lines += bigrun.text_lines(view.big, view.summary, span, bar)
         shown, hidden = nested(view.rows), view.hidden
         for n, row in enumerate(shown):
@@ -175,8 +153,6 @@ def text(blocks: list[Block]) -> str:
         lines.append(summary_line(view))
     lines.append(TEXT_LEGEND)
     if any(view.big for _, view in blocks):
-        from . import bigrun
-
         lines.append(bigrun.TEXT_LEGEND)
     return "\n".join(lines)
 
@@ -199,15 +175,15 @@ def svg(blocks: list[Block], heading: str) -> str:
     y: float = TOP
     for title, view in blocks:
         if len(blocks) > 1:
-            body.append(f'<text x="{PAD}" y="{y + 13}" font-weight="bold" fill="currentColor">{escape(_cut(title, 90))}'
+            body.append(f'<text x="{PAD}" y="{y + 13}" font-weight="bold" fill="currentColor">{escape(cut(title, 90))}'
                         '</text>')
             y += ROW_H
         y = _block(body, view, y, x)
     height = y + 22
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}"'
-           ' font-family="sans-serif" font-size="11" style="color: inherit">', _DEFS,
+           ' font-family="sans-serif" font-size="11" style="color: inherit">', DEFS,
            f'<text x="{PAD}" y="16" font-size="13" font-weight="bold" fill="currentColor">'
-           f'{escape(_cut(heading, 100))}</text>',
+           f'{escape(cut(heading, 100))}</text>',
            _legend()]
     step = nice_step(span)
     for i in range(int(span / step) + 1):
@@ -218,19 +194,6 @@ def svg(blocks: list[Block], heading: str) -> str:
     out += body
     out.append("</svg>")
     return "".join(out)
-
-
-_DEFS = (
-    '<defs><pattern id="llmnb-wait" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
-    '<rect width="6" height="6" fill="currentColor" fill-opacity="0.08"/>'
-    '<line x1="0" y1="0" x2="0" y2="6" stroke="currentColor" stroke-opacity="0.35" stroke-width="2"/></pattern>'
-    f'<pattern id="llmnb-throttle" width="4" height="4" patternUnits="userSpaceOnUse">'
-    f'<rect width="4" height="4" fill="{COLOURS["throttled"]}" fill-opacity="0.25"/>'
-    f'<line x1="1" y1="0" x2="1" y2="4" stroke="{COLOURS["throttled"]}" stroke-width="1.5"/></pattern>'
-    '<pattern id="llmnb-cache" width="5" height="5" patternUnits="userSpaceOnUse" patternTransform="rotate(-45)">'
-    f'<rect width="5" height="5" fill="{COLOURS["done"]}" fill-opacity="0.25"/>'
-    f'<line x1="0" y1="0" x2="0" y2="5" stroke="{COLOURS["done"]}" stroke-width="1.5"/></pattern></defs>')
-CACHED = f'fill="url(#llmnb-cache)" stroke="{COLOURS["done"]}" stroke-width="0.75"'
 
 
 def _legend() -> str:
@@ -262,8 +225,6 @@ def _block(out: list[str], view: View, y: float, x) -> float:
     return the y below them."""
     top, first = y, len(out)
     if view.big:
-        from . import bigrun
-
         y = bigrun.svg_rows(out, view.big, view.summary, y, x)
     y = _rows(out, view, y, x)
     if view.lags:
@@ -296,7 +257,7 @@ def _svg_row(row: Row, y: float, x, now: float) -> str:
     end = _end(row, now)
     cached = ' data-cached="true"' if row.cached else ""
     parts = [f'<g class="llmnb-row" data-status="{row.status}"{cached}><title>{escape(hover(row, now))}</title>',
-             f'<text x="{PAD}" y="{y + 12}" fill="currentColor">{escape(_cut(name(row), 30))}</text>']
+             f'<text x="{PAD}" y="{y + 12}" fill="currentColor">{escape(cut(name(row), 30))}</text>']
     if row.tokens_out is not None:  # grows while the call runs, from its progress events
         parts.append(f'<text class="llmnb-tokens" x="{LABEL_W}" y="{y + 12}" text-anchor="end" fill="currentColor"'
                      f' fill-opacity="0.7">{row.tokens_out} tok</text>')
