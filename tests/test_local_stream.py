@@ -34,7 +34,8 @@ def test_streamed_pieces_join_to_the_generated_text(local):
 
     streamed, generated = asyncio.run(main())
     assert ["".join(pieces) for pieces in streamed] == generated
-    assert all(len(pieces) > 1 for pieces in streamed)  # piece by piece, not one block
+    # piece by piece, not one block: an answer of two words or more came in two pieces or more
+    assert all(len(pieces) > 1 for pieces in streamed if len("".join(pieces).split()) > 1)
     # no piece holds half a character: every piece is valid text on its own
     assert all(isinstance(p, str) and "\ufffd" not in p for pieces in streamed for p in pieces)
 
@@ -99,7 +100,10 @@ def test_four_streams_interleave():
         model.close()
     assert set(order) == {0, 1, 2, 3}
     switches = sum(a != b for a, b in pairwise(order))
-    assert switches >= 3 * 4  # the pieces of the four answers arrive mixed, step by step
+    # the pieces of the four answers arrive mixed, step by step: while the two longest answers
+    # both run, every step switches at least twice (how long each runs is the model's choice)
+    second_longest = sorted(order.count(i) for i in range(4))[-2]
+    assert switches >= min(3 * 4, 2 * (second_longest - 1))
 
 
 def test_cut_off_answer_reports_length():
@@ -108,18 +112,19 @@ def test_cut_off_answer_reports_length():
 
     model = Models.create("llamacpp:smollm2", temperature=0)
 
+    story = ({"role": "user", "content": "Write a long story about the sea."},)
+
     async def main():
-        request = Request(({"role": "user", "content": "Write a long story about the sea."},),
-                          Generation(max_tokens=8, temperature=0))
-        long = join([d async for d in model.backend.stream(request, Call("generate", "x", model.name))])
-        hello = ({"role": "user", "content": "Say hello."},)
-        short = await model.backend.complete(Request(hello, Generation(max_tokens=200, temperature=0)),
+        whole = await model.backend.complete(Request(story, Generation(max_tokens=60, temperature=0)),
                                              Call("generate", "y", model.name))
-        return long, short
+        # one token short of the greedy answer, whatever its length on this CPU: cut off for sure
+        short = Generation(max_tokens=max(whole.tokens_out - 1, 1), temperature=0)
+        cut = join([d async for d in model.backend.stream(Request(story, short), Call("generate", "x", model.name))])
+        return whole, cut, short.max_tokens
 
     try:
-        cut, whole = asyncio.run(main())
+        whole, cut, limit = asyncio.run(main())
     finally:
         model.close()
-    assert cut.finish == "length" and cut.tokens_out == 8
-    assert whole.finish == "stop" and whole.tokens_out < 200
+    assert whole.finish in ("stop", "length") and (whole.finish == "length") == (whole.tokens_out == 60)
+    assert cut.finish == "length" and cut.tokens_out == limit and whole.text.startswith(cut.text)

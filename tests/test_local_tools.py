@@ -1,5 +1,8 @@
 """Tool calls on the embedded model: one generation under the grammar of llama.cpp's generic format
-gives tool calls that fit their tools' signatures, or a plain answer."""
+gives tool calls that fit their tools' signatures, or a plain answer; and the whole tool loop
+through `Model`. Whether the model calls a tool, and whether the arguments make sense, is the
+135M model's business and differs from CPU to CPU: only what the grammar forces is checked, for
+every outcome the contract allows (calls, an answer, or the error of calls cut off at max_tokens)."""
 
 from __future__ import annotations
 
@@ -9,9 +12,10 @@ import re
 
 import jsonschema
 import pytest
+from embedded import cut_off
 from pydantic import BaseModel
 
-from llmnb import Models
+from llmnb import MaxStepsError, Models, Timeline
 from llmnb.backends.base import Delta, Generation, Request, join
 from llmnb.backends.local_tools import ResponseText, answer_schema, chat_messages, read_answer
 from llmnb.errors import ConfigError, ModelCallError
@@ -44,6 +48,8 @@ PARAMETERS = {t["function"]["name"]: t["function"]["parameters"] for t in (WEATH
 PROMPTS = ["Get the weather in Berlin.", "Add 4 and 9.", "Tell me a joke.", "Is it raining in Tokyo?"]
 CHATTY = ["Tell me a joke.", "Write a haiku about the sea."]
 GEN = Generation(max_tokens=120, temperature=0)
+# Room for MAX_CALLS calls: a tiny model may repeat a call until the grammar's limit
+CALLS_GEN = Generation(max_tokens=400, temperature=0)
 ANSWER = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
 
 
@@ -57,11 +63,30 @@ def call() -> Call:
 
 
 async def run_all(backend, requests):
-    return await asyncio.gather(*(backend.run(r, call()) for r in requests))
+    """Each request's completion, or the error it raised."""
+    return await asyncio.gather(*(backend.run(r, call()) for r in requests), return_exceptions=True)
+
+
+def check_answer(outcome, names, schema=None) -> None:
+    """Any outcome the contract allows: tool calls that fit (check_calls), an answer (its text,
+    JSON of `schema` when given and complete), or the error of calls cut off at max_tokens."""
+    if cut_off(outcome):
+        return
+    assert not isinstance(outcome, BaseException), outcome
+    if outcome.tool_calls:
+        check_calls(outcome, names)
+        return
+    assert outcome.finish in ("stop", "length") and isinstance(outcome.text, str)
+    assert not re.match(r'\{\s*"response"', outcome.text)  # the answer's text, not its JSON wrapper
+    if schema is not None and outcome.finish == "stop":
+        jsonschema.validate(json.loads(outcome.text), schema)
 
 
 def check_calls(completion, names) -> None:
-    """Tool calls only, each of a tool in `names` and with arguments that fit its parameters."""
+    """Tool calls only, each of a tool in `names` and with arguments that fit its parameters
+    (or the error of calls cut off at max_tokens)."""
+    if cut_off(completion):
+        return
     assert completion.finish == "tool_calls" and completion.text == ""
     assert completion.tool_calls
     assert len({c.id for c in completion.tool_calls}) == len(completion.tool_calls)
@@ -91,39 +116,33 @@ def batched(engines):
 
 # --- the engine, end to end -------------------------------------------------------------------------
 def test_auto_gives_fitting_calls_or_a_plain_answer(backend):
-    answers = asyncio.run(run_all(backend, [ask(p) for p in PROMPTS]))
-    for a in answers:
-        if a.tool_calls:
-            check_calls(a, {"get_weather", "add"})
-        else:
-            assert a.finish == "stop" and isinstance(a.text, str)
-            assert not re.match(r'\{\s*"response"', a.text)  # the answer's text, not its JSON wrapper
-    assert any(a.tool_calls for a in answers)  # the tool branch is open under "auto"
+    # that "auto" leaves both branches open is the schema's business: the test of answer_schema
+    for a in asyncio.run(run_all(backend, [ask(p) for p in PROMPTS])):
+        check_answer(a, {"get_weather", "add"})
 
 
 def test_required_always_gives_calls(backend):
-    for a in asyncio.run(run_all(backend, [ask(p, choice="required") for p in PROMPTS])):
+    for a in asyncio.run(run_all(backend, [ask(p, choice="required", gen=CALLS_GEN) for p in PROMPTS])):
         check_calls(a, {"get_weather", "add"})
 
 
 def test_a_named_tool_gives_only_that_tool(batched):
-    for a in asyncio.run(run_all(batched, [ask(p, choice="add") for p in PROMPTS[:3]])):
+    for a in asyncio.run(run_all(batched, [ask(p, choice="add", gen=CALLS_GEN) for p in PROMPTS[:3]])):
         check_calls(a, {"add"})
 
 
 def test_nested_parameters_fit_their_model(batched):
-    a = asyncio.run(batched.run(ask("Plan a trip from Lyon to Rome for 3 days.", (PLAN, ADD), "plan_trip"), call()))
+    trip = ask("Plan a trip from Lyon to Rome for 3 days.", (PLAN, ADD), "plan_trip", gen=CALLS_GEN)
+    (a,) = asyncio.run(run_all(batched, [trip]))
     check_calls(a, {"plan_trip"})
-    assert all(isinstance(Trip.model_validate_json(c.arguments), Trip) for c in a.tool_calls)
+    if not cut_off(a):
+        assert all(isinstance(Trip.model_validate_json(c.arguments), Trip) for c in a.tool_calls)
 
 
 def test_with_a_schema_the_answer_is_json_of_it(batched):
     requests = [ask(p, schema=ANSWER) for p in ("What is 2 plus 3?", "How many legs has a cat?")]
     for a in asyncio.run(run_all(batched, requests)):
-        if a.tool_calls:
-            check_calls(a, {"get_weather", "add"})
-        else:
-            jsonschema.validate(json.loads(a.text), ANSWER)
+        check_answer(a, {"get_weather", "add"}, schema=ANSWER)
 
 
 CONVERSATION = [
@@ -138,37 +157,48 @@ CONVERSATION = [
 
 def test_a_conversation_with_tool_results_goes_on(batched):
     with_tools, without = asyncio.run(run_all(batched, [ask(CONVERSATION), ask(CONVERSATION, tools=())]))
-    if with_tools.tool_calls:
-        check_calls(with_tools, {"get_weather", "add"})
-    else:
-        assert with_tools.finish in ("stop", "length") and isinstance(with_tools.text, str)
-    assert without.text and not without.tool_calls  # no tools now: a plain answer, history shown
+    check_answer(with_tools, {"get_weather", "add"})
+    # no tools now: a plain answer (history shown), which may run to max_tokens but never fails
+    assert not isinstance(without, BaseException), without
+    assert isinstance(without.text, str) and not without.tool_calls and without.finish in ("stop", "length")
+    assert (without.finish == "length") == (without.tokens_out == GEN.max_tokens)
 
 
 def test_streaming_gives_the_response_as_decoded_and_calls_whole(backend):
     async def stream(request):
         return [d async for d in backend.run_stream(request, call())]
 
+    async def outcome(awaitable):
+        try:
+            return await awaitable
+        except ModelCallError as e:
+            assert cut_off(e), e
+            return e
+
     async def main():
-        calls = await stream(ask(PROMPTS[0], choice="required"))
-        answers = [(await stream(ask(p)), await backend.run(ask(p), call())) for p in CHATTY]
+        calls = await outcome(stream(ask(PROMPTS[0], choice="required", gen=CALLS_GEN)))
+        answers = [(await outcome(stream(ask(p))), await outcome(backend.run(ask(p), call()))) for p in CHATTY]
         return calls, answers
 
     calls, answers = asyncio.run(main())
-    assert all(isinstance(d, Delta) for d in calls)
-    assert [d.text for d in calls] == [""] and calls[-1].finish == "tool_calls"
-    check_calls(join(calls), {"get_weather", "add"})
-    responses = [(deltas, whole) for deltas, whole in answers if not whole.tool_calls]
-    assert responses  # these prompts get an answer in words
-    for deltas, whole in responses:
+    if not cut_off(calls):
+        assert all(isinstance(d, Delta) for d in calls)
+        assert [d.text for d in calls] == [""] and calls[-1].finish == "tool_calls"
+        check_calls(join(calls), {"get_weather", "add"})
+    for deltas, whole in answers:  # calls, or an answer in words: the model's choice
+        if cut_off(whole):
+            assert cut_off(deltas)  # streamed or not, the same greedy answer
+            continue
         assert join(deltas) == whole  # the pieces add up to the answer given whole
-        assert len([d for d in deltas if d.text]) > 1 and deltas[-1].finish == "stop"
+        if not whole.tool_calls and len(whole.text.split()) > 1:  # a response shows as it is decoded
+            assert len([d for d in deltas if d.text]) > 1 and deltas[-1].finish in ("stop", "length")
 
 
 def test_an_answer_cut_in_its_calls_fails_and_says_so(batched):
     short = Generation(max_tokens=6, temperature=0)
-    with pytest.raises(ModelCallError, match="max_tokens=6"):
+    with pytest.raises(ModelCallError, match="max_tokens=6") as info:
         asyncio.run(batched.run(ask(PROMPTS[0], choice="required", gen=short), call()))
+    assert cut_off(info.value)  # what the other tests allow as this outcome
 
 
 def test_a_tool_choice_naming_no_tool_is_refused(batched):
@@ -248,3 +278,54 @@ def test_a_tool_without_parameters_takes_an_empty_object():
         jsonschema.validate({"tool_calls": [{"name": "now", "arguments": {"x": 1}}]}, schema)
     with pytest.raises(ConfigError, match='tool_choice="required" needs tools'):
         answer_schema(ask("hi", tools=(), choice="required"))
+
+
+# --- the tool loop through Model ------------------------------------------------------------------
+def test_the_embedded_model_calls_a_tool_whose_arguments_fit(embedded_model):
+    seen: list[tuple[str, int]] = []
+
+    def forecast(city: str, days: int) -> str:
+        """The weather forecast for a city, for a number of days."""
+        seen.append((city, days))
+        return "sunny, 24 C"
+
+    async def main():
+        async with Timeline(display=False) as tl:
+            try:
+                answer = await embedded_model.generate_async("What will the weather be in Paris for 3 days?",
+                                                             tools=[forecast], tool_choice="required", max_tokens=256,
+                                                             temperature=0, max_steps=3)
+            except (MaxStepsError, ModelCallError) as e:  # a tiny model may keep calling; each call must still fit
+                answer = e
+        return answer, tl
+
+    answer, tl = asyncio.run(main())
+    assert isinstance(answer, (str, MaxStepsError)) or cut_off(answer), answer
+    assert seen or cut_off(answer)  # "required": the first turn calls, unless cut off in its calls
+    assert all(isinstance(city, str) and isinstance(days, int) for city, days in seen)
+    tools = [r for r in tl.records() if r["method"] == "tool"]
+    assert len(tools) == len(seen) and all(r["status"] == "done" and r["name"] == "forecast" for r in tools)
+
+
+def test_the_embedded_model_streams_an_answer_after_a_tool(embedded_model):
+    def now() -> str:
+        """The current time."""
+        return "12:30"
+
+    async def main():
+        pieces, ended = [], None
+        async with Timeline(display=False) as tl:
+            try:
+                async for piece in embedded_model.stream_async("What time is it?", tools=[now], tool_choice="now",
+                                                               max_tokens=256, temperature=0, max_steps=3):
+                    pieces.append(piece)
+            except (MaxStepsError, ModelCallError) as e:  # a tiny model may keep calling
+                ended = e
+        return pieces, ended, tl
+
+    pieces, ended, tl = asyncio.run(main())
+    assert ended is None or isinstance(ended, MaxStepsError) or cut_off(ended), ended
+    assert all(isinstance(p, str) for p in pieces)
+    tools = [r["status"] for r in tl.records() if r["method"] == "tool"]
+    assert tools[:1] == ["done"] or cut_off(ended)  # the named tool is called first, unless cut off in its calls
+    assert "tool_calls" not in "".join(pieces)  # the tool turn is not shown as text
