@@ -13,8 +13,8 @@ from .registry import Models
 from .thread import Thread
 from .tools import Tool, tool
 
-__all__ = ["Models", "Model", "Thread", "Timeline", "listen", "CallEvent", "tool", "Tool", "Cache", "use_cache",
-           "LlmnbError", "ConfigError", "SchemaError", "ExtractError", "ModelCallError", "MaxStepsError"]
+__all__ = ["Models", "Model", "Thread", "Timeline", "Run", "Task", "listen", "CallEvent", "tool", "Tool", "Cache",
+           "use_cache", "LlmnbError", "ConfigError", "SchemaError", "ExtractError", "ModelCallError", "MaxStepsError"]
 __version__ = "0.1.0"
 
 
@@ -24,6 +24,10 @@ def __getattr__(name):
         from .timeline import Timeline
 
         return Timeline
+    if name in ("Run", "Task"):  # runs load the task runner, which reports to open timelines
+        from . import runs
+
+        return getattr(runs, name)
     raise AttributeError(f"module 'llmnb' has no attribute {name!r}")
 
 

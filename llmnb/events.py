@@ -81,6 +81,16 @@ def listen(listener: Listener) -> Iterator[None]:
         _listeners.reset(token)
 
 
+@contextmanager
+def quiet() -> Iterator[None]:
+    """No listener hears the calls made in this context (a run asking its cache what it holds)."""
+    token = _listeners.set(())
+    try:
+        yield
+    finally:
+        _listeners.reset(token)
+
+
 def name_calls(name: str) -> None:
     """Prefix the labels of the calls made from now on in this context (one task) with `name`."""
     _task_name.set(name)

@@ -10,7 +10,7 @@ import functools
 import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
 from . import cache as answer_cache
 from . import sync
@@ -21,6 +21,9 @@ from .prices import Price
 from .structured import Target, labels_type, target_for
 from .thread import Thread, label_of, messages_for
 from .tool_loop import MAX_STEPS, ToolLoop
+
+if TYPE_CHECKING:
+    from .registry import Recipe
 
 T = TypeVar("T")
 Prompt = str | list[dict] | Thread
@@ -70,6 +73,7 @@ class Model:
         # llmnb.use_cache set when a call is made
         self._cache = cache
         self.price = price  # USD per million tokens; None: not known
+        self.recipe: Recipe | None = None  # how to make it again elsewhere: Models.create sets it
         # pydantic builds its schema machinery at its first use (0.15 s): here, with the model,
         # rather than on the event loop at the first extract or classify, blocking every task.
         target_for(str)

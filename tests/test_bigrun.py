@@ -13,7 +13,7 @@ import pytest
 
 from llmnb import Models, Timeline, events
 from llmnb.events import CallEvent
-from llmnb.magics.tasks import run_tasks
+from llmnb.runs.here import run_tasks
 from llmnb.timeline import bigrun, render
 from llmnb.timeline.recorder import Recorder
 from llmnb.timeline.strip import BINS

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmnb.magics.fill import FillError, fill
 from llmnb.magics.parse import ParseError, parse_tasks
-from llmnb.magics.results import TaskError
+from llmnb.runs.fill import FillError, fill
+from llmnb.runs.results import TaskError
 
 SEED_CELL = """%%llm_parallel -o res
 names -> list[str]: Generate 5 English names

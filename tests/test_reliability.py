@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmnb import ExtractError, ModelCallError, Models, Timeline, listen
-from llmnb.magics.fill import FillError, fill
 from llmnb.magics.parse import ParseError, parse_tasks
+from llmnb.runs.fill import FillError, fill
 
 KEY = "sk-test-SECRET-do-not-leak-4242"
 

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from llmnb import Models, listen
-from llmnb.magics.results import Results, TaskError
-from llmnb.magics.tasks import Done, run_tasks
+from llmnb.runs.here import Done, run_tasks
+from llmnb.runs.results import Results, TaskError
 
 
 def test_results_in_order_failures_kept_and_reported_as_they_complete():

@@ -52,7 +52,7 @@ def make_transformer(shell):
                 line = first[len(name) + 2:].strip()
                 body = "".join(lines[1:])
                 magics = "get_ipython().magics_manager.registry['LlmMagics']"
-                return [f"await {magics}.run_async({name!r}, {line!r}, {body!r})\n"]
+                return [f"await {magics}.{name}_async({line!r}, {body!r})\n"]
         return lines
 
     return transform
@@ -61,3 +61,4 @@ def make_transformer(shell):
 def run_blocking(coro):
     """The fallback: run the magic's coroutine on llmnb's private loop until it ends."""
     return sync.run(coro)
+

@@ -1,7 +1,7 @@
-"""Running named jobs at once: a cap on how many run together, each result reported as it
-completes, failures kept as entries, and a cancelled run keeping what finished.
+"""A run executed here, on this event loop: a cap on how many tasks run together, each result
+reported as it completes, failures kept as entries, and a cancelled run keeping what finished.
 
-Plain asyncio, no IPython: `%%llm_parallel` is one user of it.
+`Here` executes a `Run`; `run_tasks` runs any named jobs the same way:
 
     results = await run_tasks({"a": lambda: model.generate_async("hi"), ...}, max_concurrency=8)
 """
@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import events
 from ..timeline import expect_calls
 from .results import Results, TaskError
+
+if TYPE_CHECKING:
+    from .form import Run
 
 Job = Callable[[], Awaitable[Any]]
 
@@ -31,6 +35,19 @@ class Done:
     value: Any
     began: float | None
     ended: float
+
+
+class Here:
+    """The default executor: every task of the run on this event loop, at most the run's
+    `max_concurrency` at once."""
+
+    def __repr__(self) -> str:
+        return "Here()"
+
+    async def execute(self, run: Run, results: Results, on_result: Callable[[Done], None] | None = None) -> None:
+        """Run the tasks with `run_tasks`: results as they complete, the finished ones kept on cancel."""
+        jobs = {task.name: functools.partial(task.call, run.model) for task in run.tasks}
+        await run_tasks(jobs, max_concurrency=run.max_concurrency, on_result=on_result, results=results)
 
 
 async def run_tasks(jobs: Mapping[str, Job], *, max_concurrency: int = 0,
