@@ -90,3 +90,23 @@ def test_a_model_with_a_live_option_cannot_travel_and_says_why(server):
     model = remote(server, http_client=httpx.AsyncClient())
     with pytest.raises(ConfigError, match="option http_client= is not a plain value"):
         model.recipe.make()
+
+
+def test_find_missing_splits_a_run_by_what_the_cache_holds_and_sends_nothing(server, tmp_path):
+    from llmnb import listen
+    from llmnb.runs.missing import find_missing
+
+    model = remote(server, cache=tmp_path / "answers.sqlite")
+    first = Run.for_each(model, [Task("says", "generate", "Repeat: {x}")], ["a", "b", "c"], name="x")
+    first.execute()
+    sent = server.requests
+    more = Run.for_each(model, [Task("says", "generate", "Repeat: {x}")], ["a", "b", "c", "d", "a"], name="x")
+    heard = []
+    with listen(heard.append):
+        split = asyncio.run(find_missing(more))
+    assert [t.name for t in split.kept] == ["says_1", "says_2", "says_3"]
+    # "d" and the second "a" (its own sample) are not kept yet; each names the turn to send
+    assert sorted(split.missing) == ["says_4", "says_5"]
+    assert all(e.key and e.request.messages for e in split.missing.values())
+    assert split.missing["says_4"].key != split.missing["says_5"].key
+    assert server.requests == sent and heard == []  # nothing sent, nothing drawn
