@@ -38,7 +38,7 @@ def price_for(backend: Backend, override: Price | None = None) -> Price | None:
     named = PROVIDERS.get(provider)
     if backend.path is not None or (named is not None and named.local):  # runs on this machine
         return Price(0.0, 0.0)
-    return table_price(model, provider, getattr(backend, "base_url", None))
+    return table_price(model, provider, backend.url)
 
 
 def checked(price: object) -> Price:

@@ -95,7 +95,11 @@ class Backend(ABC):
     """
 
     name: str
-    path: Path | None = None  # a local model's weights file: it is free to run, and its answers depend on its content
+    # What the answers and the price depend on besides the model's name (the answer cache's key,
+    # the price table): a local model's weights file (free to run; the cache keys by its content),
+    # or a remote model's server.
+    path: Path | None = None
+    url: str | None = None
     defaults = Generation()  # the backend's own generation defaults, under the model's and the call's
 
     async def run(self, request: Request, call: Call) -> Completion:

@@ -16,7 +16,6 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Int, Unicode
 
 from .. import Model, Models, Timeline, listen
-from ..cache import Sources
 from ..errors import ConfigError
 from ..registry import DEFAULT
 from ..runs import Results, Run, Task
@@ -25,6 +24,7 @@ from . import namespace
 from .parse import ParseError, TaskSpec, parse_tasks
 from .report import Interrupted, cache_note, report
 from .runner import make_transformer, run_blocking
+from .sources import Sources
 
 USAGE_ERRORS = (ConfigError, ParseError, FillError)  # shown as one short line, not a traceback
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -80,6 +81,8 @@ class OpenAIBackend(Backend):
         self.model = model
         self.name = f"{provider}:{model}"
         self.base_url = base_url
+        # the server, as the SDK finds it: its own default, which it also reads from OPENAI_BASE_URL
+        self.url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
         self.timeout = timeout
         self.max_retries = max_retries
         self.max_concurrency = max_concurrency
