@@ -15,11 +15,13 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Int, Unicode
 
-from .. import Model, Models, Timeline, listen
 from ..errors import ConfigError
-from ..registry import DEFAULT
+from ..events import listen
+from ..model import Model
+from ..registry import DEFAULT, Models
 from ..runs import Results, Run, Task
 from ..runs.fill import FillError, fill
+from ..timeline import Timeline
 from . import namespace
 from .parse import ParseError, TaskSpec, parse_tasks
 from .report import Interrupted, cache_note, report
