@@ -14,6 +14,8 @@ Event kinds, in order of a call's life:
     first_token -> the first output token arrived (local models always know it; remote models
                    when the call is streamed)
     progress    -> `tokens_out` output tokens so far (sent as pieces arrive; listeners keep it cheap)
+    keeping     -> the answer arrived (the slot is free again) and the call waits for the answer
+                   cache to keep it; a timeline draws the wait as waiting, not in flight
     tools       -> the model asked for tools and the call waits for them to run; its next turn's
                    `started` ends the wait
     then one of: finished (with token counts when known), failed (with a short error text),
@@ -38,8 +40,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-KINDS = ("created", "waiting", "throttled", "started", "first_token", "progress", "tools", "finished", "failed",
-         "cancelled")
+KINDS = ("created", "waiting", "throttled", "started", "first_token", "progress", "keeping", "tools", "finished",
+         "failed", "cancelled")
 ENDS = frozenset({"finished", "failed", "cancelled"})
 
 Listener = Callable[["CallEvent"], None]

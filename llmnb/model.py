@@ -173,7 +173,7 @@ class Model:
         """One model turn: the one place a request reaches the backend. The answer cache sits here,
         inside any tool loop (tools always run for real) and above the backend's slots, rate
         limits and retries (a kept answer costs none of them)."""
-        async with answer_cache.turn(self.cache, self.backend, request, refresh) as turn:
+        async with answer_cache.turn(self.cache, self.backend, request, refresh, call) as turn:
             completion = turn.hit or await self.backend.run(request, call)
             await turn.keep(completion)
         self._count(call, completion, cached=turn.hit is not None)
@@ -183,7 +183,7 @@ class Model:
                            refresh: bool = False) -> AsyncGenerator[Delta, None]:
         """`_send` for a streamed turn: a kept answer comes as one piece; a streamed answer is
         kept once it is complete, before the stream ends."""
-        async with answer_cache.turn(self.cache, self.backend, request, refresh) as turn:
+        async with answer_cache.turn(self.cache, self.backend, request, refresh, call) as turn:
             if turn.hit is not None:
                 completion = turn.hit
                 yield Delta(completion.text, completion.tokens_in, completion.tokens_out, completion.finish,

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from ..backends.base import Backend, Completion, Request
 from ..errors import NotKept
+from ..events import Call
 from .claims import Claims
 from .key import base_key
 from .store import Identities
@@ -100,13 +101,15 @@ class Turn:
     """One model turn through a store (or through none): `hit` is the kept answer, if any;
     `keep(completion)` keeps a complete answer that was just received."""
 
-    def __init__(self, store: Store | None, key: str = "", model: str = ""):
-        self.store, self.key, self.model = store, key, model
+    def __init__(self, store: Store | None, key: str = "", model: str = "", call: Call | None = None):
+        self.store, self.key, self.model, self.call = store, key, model, call
         self.hit: Completion | None = None
 
     async def keep(self, completion: Completion) -> None:
         if self.store is None or self.hit is not None or completion.finish in INCOMPLETE:
             return
+        if self.call is not None:
+            self.call.emit("keeping")  # the slot is free: the call waits for the store, not the model
         try:
             await self.store.keep(self.key, self.model, completion)
         except sqlite3.Error as e:  # a full disk, say: the answer was paid for, so the caller still gets it
@@ -115,9 +118,11 @@ class Turn:
 
 
 @contextlib.asynccontextmanager
-async def turn(store: Store | None, backend: Backend, request: Request, refresh: bool = False) -> AsyncIterator[Turn]:
+async def turn(store: Store | None, backend: Backend, request: Request, refresh: bool = False,
+               call: Call | None = None) -> AsyncIterator[Turn]:
     """Look the request up (unless refreshing) and hold its sample index for the block. Under
-    `kept_only`, a turn without a kept answer raises NotKept instead (without a store: every turn)."""
+    `kept_only`, a turn without a kept answer raises NotKept instead (without a store: every turn).
+    `call` hears when the turn waits to keep its answer."""
     only_kept = _kept_only.get()
     if store is None and not only_kept:
         yield Turn(None)
@@ -125,7 +130,7 @@ async def turn(store: Store | None, backend: Backend, request: Request, refresh:
     store = store if store is not None else MemoryStore()  # nothing kept: every key misses
     base = base_key(await store.identity(backend), backend.name, request)
     with store.claim(base) as key:
-        here = Turn(store, key, backend.name)
+        here = Turn(store, key, backend.name, call)
         if not (refresh or _refresh.get()):
             here.hit = await store.lookup(key)
         if here.hit is None and only_kept:

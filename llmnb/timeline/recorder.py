@@ -215,7 +215,9 @@ class Recorder:
             elif kind == "started" and row.phase != "running":
                 row.started = row.started if row.started is not None else t
                 self._enter(row, "running", t)
-            elif kind == "tools" and row.phase == "running":
+            elif kind == "keeping" and row.phase == "running":  # its slot is free: no longer in flight
+                self._enter(row, "waiting", t)
+            elif kind == "tools" and row.started is not None and row.phase in ("running", "waiting"):
                 self._enter(row, "tools", t)
             elif kind == "first_token" and row.first_token is None:
                 row.first_token = t
