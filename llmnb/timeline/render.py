@@ -12,7 +12,7 @@ from html import escape
 
 from . import bigrun
 from .recorder import Row, View
-from .style import CACHED, COLOURS, DASH, DEFS, LABEL_W, PAD, PLOT_W, ROW_H, TEXT_BAR, TOP, cut, money
+from .style import CACHED, COLOURS, DASH, DEFS, LABEL_W, PAD, PLOT_W, ROW_H, TEXT_BAR, TOP, cut, money, nested
 
 MAX_ROWS = 40  # beyond this, the rows in the middle are grouped into one "+N more" row
 BIG_ROWS = 200  # beyond this, a run is drawn as its progress and a strip over time, not as rows
@@ -299,24 +299,7 @@ def _svg_row(row: Row, y: float, x, now: float) -> str:
     return "".join(parts)
 
 
-# -- tool runs: drawn right under the model call that asked for them, in their own colour -----
-def nested(rows: list[Row]) -> list[Row]:
-    """`rows` with each tool run moved to follow its model call's row (after the runs before it),
-    when that row is drawn too; other rows keep their order."""
-    keys = {row.key for row in rows}
-    children: dict[int, list[Row]] = {}
-    for row in rows:
-        if row.parent in keys:
-            children.setdefault(row.parent, []).append(row)
-    if not children:
-        return rows
-    out: list[Row] = []
-    for row in rows:
-        if row.parent not in keys:
-            out += [row, *children.get(row.key, ())]
-    return out
-
-
+# -- a tool run's label: marked as under its model call's row ------------------------------
 def name(row: Row) -> str:
     """A row's label: a tool run's marked as under its model call's row."""
     return f"↳ {row.name}" if row.parent is not None else row.name

@@ -1,9 +1,12 @@
-"""How the timeline looks, shared by the row picture (render.py) and the big-run picture
-(bigrun.py): colours, sizes, the SVG patterns and marks, and the few text formats both use."""
+"""How the timeline looks, shared by the row picture (render.py), the big-run picture (bigrun.py)
+and the trace (trace.py): colours, sizes, the SVG patterns and marks, the few text formats, and
+the order rows are shown in (a tool run right under the model call that asked for it)."""
 
 from __future__ import annotations
 
 import math
+
+from .recorder import Row
 
 # Okabe-Ito colours: distinguishable with the common colour-blindnesses and on dark backgrounds.
 # Every state is also told by shape, not colour alone: waiting is hatched, throttled striped and
@@ -41,3 +44,20 @@ def money(usd: float) -> str:
 def cut(text: str, width: int) -> str:
     """`text` at most `width` characters long, an ellipsis marking a cut."""
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def nested(rows: list[Row]) -> list[Row]:
+    """`rows` with each tool run moved to follow its model call's row (after the runs before it),
+    when that row is drawn too; other rows keep their order."""
+    keys = {row.key for row in rows}
+    children: dict[int, list[Row]] = {}
+    for row in rows:
+        if row.parent in keys:
+            children.setdefault(row.parent, []).append(row)
+    if not children:
+        return rows
+    out: list[Row] = []
+    for row in rows:
+        if row.parent not in keys:
+            out += [row, *children.get(row.key, ())]
+    return out

@@ -22,7 +22,7 @@ with a flow arrow from the model call to it (Perfetto draws it when either is se
 from __future__ import annotations
 
 from .recorder import Row
-from .render import nested
+from .style import nested
 
 PID = 1
 LOOP_TID = 1  # tasks are 2, 3, ... in creation order
