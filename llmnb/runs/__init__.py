@@ -6,11 +6,14 @@
 - `llmnb.runs.cluster.Cluster`: a Dask cluster's workers (optional: `pip install llmnb[dask]`).
 - `llmnb.runs.batch.Batch`: the provider's Batch API, at its batch price.
 - `missing.py`: what the kernel's cache answers before anything leaves this process.
+- `compare` (grid.py): the same tasks on several models at once, `Results.grid()` laying them out.
 Every executor returns the same `Results` in the tasks' order, failures kept as `TaskError`.
 """
 
 from .form import Executor, Run, Task
+from .grid import compare, compare_async
 from .here import Done, Here, run_tasks
 from .results import Results, TaskError
 
-__all__ = ["Run", "Task", "Executor", "Here", "Done", "run_tasks", "Results", "TaskError"]
+__all__ = ["Run", "Task", "Executor", "Here", "Done", "run_tasks", "Results", "TaskError", "compare",
+           "compare_async"]
