@@ -6,6 +6,7 @@ rewrites the cell into `await ...llm_parallel_async(line, cell)`) or run by `run
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections import ChainMap
 
@@ -20,6 +21,7 @@ from ..events import listen
 from ..model import Model
 from ..registry import DEFAULT, Models
 from ..runs import Results, Run, Task
+from ..runs.grid import compare_async
 from ..runs.fill import FillError, fill
 from ..timeline import Timeline
 from . import namespace
@@ -69,7 +71,8 @@ class LlmMagics(Magics):
         return run_blocking(self.llm_extract_async(line, cell))
 
     @magic_arguments()
-    @argument("--model", "-m", help="model name, or a Model variable, for this cell (default: %%llm_model)")
+    @argument("--model", "-m", help="model name, or a Model variable, for this cell (default: %%llm_model); "
+                                    "a,b,c: every task on each model at once, shown as one table")
     @argument("-o", "--out", metavar="VAR", help="store the results (a dict by task name) in this variable")
     @argument("--max-concurrency", "-c", type=int, default=None, metavar="N", help="run at most N tasks at once")
     @argument("--quiet", "-q", action="store_true", help="do not print each result as it completes")
@@ -113,6 +116,10 @@ class LlmMagics(Magics):
 
         `--cluster client` runs the tasks on a Dask cluster's workers, `--batch` as the
         provider's batch jobs; both return the same results (see `llmnb.runs`).
+
+        `--model a,b,c` (names or Model variables) runs every task on each model at once: the
+        cell shows one table, tasks down and models across, each answer with its latency and
+        cost; results are keyed by (task, model) and `res.grid()` lays them out.
         """
         return run_blocking(self.llm_parallel_async(line, cell))
 
@@ -140,10 +147,14 @@ class LlmMagics(Magics):
 
     async def llm_parallel_async(self, line: str, cell: str) -> Results:
         """%%llm_parallel's one implementation: the cell -> a `Run`, executed here, on a cluster or
-        as batch jobs, with the live timeline and a line per finished task."""
+        as batch jobs (or, with --model a,b, on every model at once: a grid), with the live
+        timeline and a line per finished task."""
         try:
             args = self._options("llm_parallel", self.shell.var_expand(line))
-            run = self._run(args, cell)
+            models = self._columns(args.model)
+            run = self._run(args, cell, next(iter(models.values())))
+            if len(models) > 1 and (args.cluster or args.batch):
+                raise UsageError("a grid of models (--model a,b) runs here: drop --cluster / --batch")
             executor = namespace.executor(args.cluster, args.batch, self.shell.user_ns)
         except USAGE_ERRORS as e:
             raise UsageError(str(e)) from None
@@ -151,11 +162,18 @@ class LlmMagics(Magics):
         if args.out:  # bound now, so even an interrupted cell leaves what finished in VAR
             self.shell.user_ns[args.out] = results
         sources = Sources()
-        title = f"%%llm_parallel: {len(run.tasks)} tasks on {run.model.name}"
+        on_result = None if args.quiet else report
+        if len(models) > 1:  # the grid: its table is the cell's output (Results._repr_html_)
+            title = f"%%llm_parallel: {len(run.tasks)} tasks on {', '.join(models)}"
+            execute = functools.partial(compare_async, models, run.tasks, max_concurrency=run.max_concurrency,
+                                        refresh=run.refresh, on_result=on_result, results=results)
+        else:
+            title = f"%%llm_parallel: {len(run.tasks)} tasks on {run.model.name}"
+            execute = functools.partial(run.execute_async, executor, on_result=on_result, results=results)
         with Timeline(title=title) as timeline, listen(sources):
             results.timeline = timeline
             try:
-                await run.execute_async(executor, on_result=None if args.quiet else report, results=results)
+                await execute()
             except asyncio.CancelledError:  # Interrupt, on the kernel's loop or llmnb's
                 kept = f"; results kept in {args.out}" if args.out else ""
                 raise Interrupted(f"Interrupted: {results.summary_line()}{cache_note(run.model, sources)}{kept}") \
@@ -163,11 +181,17 @@ class LlmMagics(Magics):
         print(results.summary_line() + cache_note(run.model, sources), flush=True)
         return results
 
-    def _run(self, args, cell: str) -> Run:
-        """The cell as a `Run`: every line a task, prompts filled now (so a missing variable fails
-        before anything runs); with --for, each line once per item."""
+    def _columns(self, names: str | None) -> dict[str, Model]:
+        """--model a,b -> {"a": model a, "b": model b} (names or Model variables); one model without a comma."""
+        labels = [name.strip() for name in (names or self.model).split(",")]
+        if not all(labels) or len(set(labels)) != len(labels):
+            raise UsageError(f"--model {names}: give distinct model names separated by commas, e.g. --model a,b")
+        return {label: self._get_model(label) for label in labels}
+
+    def _run(self, args, cell: str, model: Model) -> Run:
+        """The cell as a `Run` on `model`: every line a task, prompts filled now (so a missing
+        variable fails before anything runs); with --for, each line once per item."""
         specs = parse_tasks(cell)
-        model = self._get_model(args.model)
         ns = self.shell.user_ns
         targets = {spec.type_expr: namespace.eval_type(spec.type_expr, ns) for spec in specs if spec.type_expr}
         retries, tools = self._count(args, "retries", "0 or more"), namespace.tools(args.tools, ns)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..runs import Done
+from ..runs.results import key_name
 
 RESULT_WIDTH = 70
 
@@ -29,4 +30,4 @@ def report(done: Done) -> None:
     text = " ".join(repr(done.value).split())
     if len(text) > RESULT_WIDTH:
         text = text[: RESULT_WIDTH - 1] + "…"
-    print(f"{done.name:<12} {when}: {text}", flush=True)
+    print(f"{key_name(done.name):<12} {when}: {text}", flush=True)
