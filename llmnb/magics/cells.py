@@ -21,8 +21,8 @@ from ..events import listen
 from ..model import Model
 from ..registry import DEFAULT, Models
 from ..runs import Results, Run, Task
-from ..runs.grid import compare_async
 from ..runs.fill import FillError, fill
+from ..runs.grid import compare_async
 from ..timeline import Timeline
 from . import namespace
 from .parse import ParseError, TaskSpec, parse_tasks
