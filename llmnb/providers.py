@@ -1,7 +1,8 @@
 """Named providers: OpenAI-compatible endpoints by name, for `Models.create("groq:MODEL")`.
 
 One plain table: a provider's base URL, the environment variable its API key is read from, and
-what its endpoint is known to refuse (taken from the providers' own documentation). `base_url=`
+what its endpoint is known to refuse, and whether it runs OpenAI's Batch API (taken from the
+providers' own documentation). `base_url=`
 overrides the URL, `api_key=` the variable. Local servers need no key; their variable is read if
 set (for a server started with an API key).
 """
@@ -21,15 +22,28 @@ class Quirks:
 
 
 @dataclass(frozen=True)
+class BatchAPI:
+    """A provider's Batch API in OpenAI's shape (/v1/files and /v1/batches): at most `max_lines`
+    requests and `max_bytes` bytes per input file, answers at `price_factor` times the live price."""
+
+    max_lines: int = 50_000
+    max_bytes: int = 200_000_000
+    price_factor: float = 0.5
+
+
+@dataclass(frozen=True)
 class Provider:
     base_url: str | None  # None: the openai SDK's own default (api.openai.com, or OPENAI_BASE_URL)
     key_env: str
     local: bool = False  # a server on this machine: no key needed
     quirks: Quirks = Quirks()
+    # None: no Batch API of OpenAI's shape (Anthropic's and Mistral's batches take other requests)
+    batch: BatchAPI | None = None
 
 
 PROVIDERS: dict[str, Provider] = {
-    "openai": Provider(None, "OPENAI_API_KEY"),
+    # 50,000 requests and 200 MB per input file, half the live price (platform.openai.com/docs/guides/batch)
+    "openai": Provider(None, "OPENAI_API_KEY", batch=BatchAPI()),
     # response_format is ignored without an error: the schema goes in the system message instead.
     "anthropic": Provider("https://api.anthropic.com/v1/", "ANTHROPIC_API_KEY",
                           quirks=Quirks(schema_mode="json_object")),

@@ -41,6 +41,7 @@ class Results(dict):
         self.models: list[str] = []  # a grid's columns; empty for the results of one model
         self.latency: dict[Any, float] = {}  # seconds from a task's start to its answer
         self.cost: dict[Any, float | None] = {}  # USD of its model calls (None: price not known)
+        self.how = ""  # how the run was executed, when not here: "in 2 batch jobs"
 
     @property
     def errors(self) -> dict[str, BaseException]:
@@ -59,7 +60,7 @@ class Results(dict):
 
     def summary_line(self) -> str:
         """One line: how many tasks were done, failed (with the first error) and cancelled."""
-        line = f"{len(self.values_ok)} done"
+        line = f"{len(self.values_ok)} done" + (f" {self.how}" if self.how else "")
         if self.errors:
             first = next(iter(self.errors.items()))
             line += f", {len(self.errors)} failed (first: {key_name(first[0])}: {type(first[1]).__name__}: {first[1]})"

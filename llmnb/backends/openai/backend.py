@@ -113,6 +113,10 @@ class OpenAIBackend(Backend):
     def slot(self):
         return self._slots.get()
 
+    async def client(self) -> Any:
+        """This event loop's `openai.AsyncOpenAI` client (its `files` and `batches` run the Batch API)."""
+        return await self._clients.get()
+
     def close(self) -> None:
         """Close the HTTP clients (on their loops); a later call opens a new one."""
         self._clients.close()

@@ -1,0 +1,251 @@
+"""`Batch`: a run executed as the provider's batch jobs (OpenAI's Batch API: half the price, answers
+within 24 hours), on the same timeline and into the same `Results` as a run made here.
+
+    results = await run.execute_async(Batch())          # or %%llm_parallel --batch
+
+Every task first runs here with kept answers only (`missing.find_missing`): what the model's
+answer cache holds answers at once, and each other task stops at its first turn the cache lacks.
+Those turns become the lines of a JSONL file, each named by its cache key (custom_id), sent as
+one job per file (more files past the provider's limits). When a job ends, its answers are kept
+in the cache; the tasks run again, and a task whose answer asks for tools (or an answer that
+does not fit its type, with retries) stops at its next turn, which makes the next round. At the
+end every task runs here from the cache, so it returns exactly what a run made here would.
+
+A batch run needs the model's answer cache (`Models.create(..., cache=True)`): the jobs and
+their answers are written there the moment they exist, so a kernel killed while its job runs, or
+a cell run again after an Interrupt, collects the same job instead of sending the rows again. An
+Interrupt stops the waiting, never the job (`cancel_batch` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .. import cache as answer_cache
+from ..backends.base import Completion
+from ..cache import kept_only
+from ..errors import ConfigError, ModelCallError, NotKept
+from ..model import Model
+from ..providers import PROVIDERS, BatchAPI
+from . import batch_jobs as jobs
+from .batch_board import Board
+from .batch_lines import Failure, Outcome, files_of, line_for, validation_errors
+from .batch_records import JobRecord, open_records, records, save
+from .form import Run, Task
+from .here import Done, run_tasks
+from .missing import find_missing
+from .results import Results
+
+CUT = frozenset({"length", "content_filter"})  # finish reasons of an answer the cache does not keep
+INCOMPLETE = "the answer was cut off at max_tokens before it was complete; raise max_tokens="
+
+
+class Batch:
+    """The provider's Batch API as an executor of runs: `poll` seconds between the first looks at
+    a job, growing 1.5 times each look up to `max_poll`; a job whose status and counts have not
+    moved for `stall` seconds is shown as stalled."""
+
+    def __init__(self, poll: float = 2.0, max_poll: float = 60.0, stall: float = 600.0):
+        if not (0 < poll <= max_poll) or stall <= 0:
+            raise ConfigError(f"Batch takes 0 < poll <= max_poll and stall > 0, not poll={poll!r}, "
+                              f"max_poll={max_poll!r}, stall={stall!r}")
+        self.poll, self.max_poll, self.stall = poll, max_poll, stall
+
+    def __repr__(self) -> str:
+        return f"Batch(poll={self.poll}, max_poll={self.max_poll})"
+
+    async def execute(self, run: Run, results: Results, on_result: Callable[[Done], None] | None = None) -> None:
+        """Execute the run as batch jobs (see the module); the results come in the tasks' order."""
+        api, store = batch_api(run.model), needs_cache(run.model)
+        board = Board(run.model.name, run.model.price, api.price_factor, self.stall)
+        try:
+            failed = await Rounds(self, run, api, store, board).all()
+        except asyncio.CancelledError:
+            board.cancel_all()
+            results.cancelled = [task.name for task in run.tasks]
+            raise
+        jobs_note = f"in {board.jobs} batch job{'s' if board.jobs != 1 else ''}"
+        results.how = jobs_note if board.jobs else "with no batch job"
+        await replay(run, results, on_result, failed, board)
+
+
+class Rounds:
+    """The rounds of one batch run: find what the cache lacks, collect the jobs already sent for
+    it or send it, keep the answers; until nothing is left to send. Returns the failed lines."""
+
+    def __init__(self, batch: Batch, run: Run, api: BatchAPI, store: Any, board: Board):
+        self.batch, self.run, self.api, self.store, self.board = batch, run, api, store, board
+        self.model: Model = run.model
+        self.failed: dict[str, Failure] = {}
+        self.answered: set[str] = set()
+
+    async def all(self) -> dict[str, Failure]:
+        client = await self.model.backend.client()  # type: ignore[attr-defined]
+        identity = await self.store.identity(self.model.backend)
+        pending: list[Task] = list(self.run.tasks)
+        first = True
+        while pending:
+            with contextlib.nullcontext() if first else not_refreshing():
+                missing = (await find_missing(dataclasses.replace(self.run, tasks=pending))).missing
+            first = False
+            for e in missing.values():
+                if e.key in self.answered and e.key not in self.failed:  # kept, yet not found again
+                    self.failed[e.key] = Failure("the batch answered this turn but the cache does not give it back "
+                                                 "(a task with refresh=True?)")
+            pending = [t for t in pending if t.name in missing and missing[t.name].key not in self.failed]
+            wanted = {missing[t.name].key: missing[t.name].request for t in pending}
+            if not wanted:
+                break
+            for task in pending:
+                self.board.carry(task, missing[task.name].key)
+            known = [r for r in await open_records(self.store, self.model.name, identity) if set(r.keys) & set(wanted)]
+            sent = known or await self.send(client, identity, wanted)
+            outcomes = await asyncio.gather(*(self.finish(client, record, [t.name for t in pending])
+                                              for record in sent))
+            for record, found in outcomes:
+                await self.keep(found)
+                await save(self.store, record.with_status("collected"))  # after its answers are kept
+        return self.failed
+
+    async def send(self, client: Any, identity: str, wanted: dict[str, Any]) -> list[JobRecord]:
+        """The wanted turns as new jobs, one per input file within the provider's limits. Shielded:
+        an Interrupt during an upload still writes down the job it makes."""
+        backend = self.model.backend
+        mode, drop = getattr(backend, "schema_mode", None) or "json_schema", backend.quirks.drop  # type: ignore
+        lines = {key: line_for(key, backend.model, request, mode, drop)  # type: ignore[attr-defined]
+                 for key, request in wanted.items()}
+        files = files_of(list(lines.values()), self.api.max_lines, self.api.max_bytes)
+        keys = list(lines)
+        made, start = [], 0
+        for file in files:
+            part = keys[start:start + len(file)]
+            start += len(file)
+            made.append(asyncio.shield(jobs.submit(client, self.store, self.model.name, identity, part, file)))
+        return list(await asyncio.gather(*made))
+
+    async def finish(self, client: Any, record: JobRecord, names: list[str]) -> tuple[JobRecord, dict[str, Outcome]]:
+        """Wait for one job and read its answers and failures."""
+        record = await jobs.attach(client, self.store, record)
+        row = self.board.job(record)
+        keys = set(record.keys)
+
+        def seen(job: Any) -> None:
+            if job.status == "in_progress" and row.status != "in_progress":
+                self.board.running(keys, names)
+            row.seen(job)
+
+        job = await jobs.wait(client, str(record.job), self.batch.poll, self.batch.max_poll, seen)
+        if job.status == "failed":
+            reason = f"the batch job {job.id} failed validation: {validation_errors(job.errors)}"
+            found: dict[str, Outcome] = {key: Failure(reason) for key in record.keys}
+        else:
+            found = await jobs.collect(client, job)
+            left = (f"the batch job {job.id} was {job.status} before answering this row; run again to send it"
+                    if job.status != "completed" else f"the batch job {job.id} gave no answer for this row")
+            found.update({key: Failure(left) for key in record.keys if key not in found})
+        reasons = [o.message for o in found.values() if isinstance(o, Failure)]
+        row.end(job.status, None if job.status == "completed" or not reasons else reasons[0])
+        return record, found
+
+    async def keep(self, found: dict[str, Outcome]) -> None:
+        """Answers into the model's cache (as a live call keeps them), failures remembered."""
+        for key, outcome in found.items():
+            self.answered.add(key)
+            if isinstance(outcome, Completion) and outcome.finish in CUT:
+                outcome = Failure(INCOMPLETE)
+            if isinstance(outcome, Failure):
+                self.failed[key] = outcome
+                continue
+            self.board.answered(key, outcome)
+            await self.store.keep(key, self.model.name, outcome)
+
+
+async def replay(run: Run, results: Results, on_result: Callable[[Done], None] | None,
+                 failed: dict[str, Failure], board: Board) -> None:
+    """Every task run here from the cache, into `results` in the tasks' order: a task the batch
+    answered is told as its own row (at the batch price), one the cache held before as a kept
+    answer; a turn whose line failed fails its task with the server's message."""
+    async def one(task: Task) -> Any:
+        carried = task.name in board.tasks
+        try:
+            with answer_cache_quiet(carried), kept_only(), not_refreshing():
+                try:
+                    value = await task.call(run.model)
+                except NotKept as e:
+                    failure = failed.get(e.key) or Failure("no answer was kept for this turn; run again")
+                    raise ModelCallError(f"{run.model.name} batch: {failure.message}", status=failure.status) from None
+        except Exception as e:
+            board.end(task.name, e)
+            raise
+        board.end(task.name)
+        return value
+
+    await run_tasks({task.name: functools.partial(one, task) for task in run.tasks}, on_result=on_result,
+                    results=results)
+
+
+def answer_cache_quiet(carried: bool) -> contextlib.AbstractContextManager:
+    """A task the batch answered is reported by its own row; its replay from the cache is not."""
+    from ..events import quiet
+
+    return quiet() if carried else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def not_refreshing() -> Iterator[None]:
+    """`refresh` holds for a run's first round only: the answers its jobs brought are then read back."""
+    token = answer_cache._refresh.set(False)
+    try:
+        yield
+    finally:
+        answer_cache._refresh.reset(token)
+
+
+def batch_api(model: Model) -> BatchAPI:
+    """The model's provider's Batch API, or a ConfigError in one line saying why there is none."""
+    provider = model.name.partition(":")[0]
+    named = PROVIDERS.get(provider)
+    if not hasattr(model.backend, "client") or named is None:
+        raise ConfigError(f"{model.name} runs on this machine: it has no Batch API; run without --batch")
+    if named.batch is None:
+        why = "a local server" if named.local else f"{provider}'s batches take another form than OpenAI's"
+        raise ConfigError(f"{model.name} has no OpenAI Batch API ({why}); run without --batch, or use an openai: "
+                          "model (with base_url= for any server that serves /v1/batches)")
+    return named.batch
+
+
+def needs_cache(model: Model) -> Any:
+    """The model's answer cache: where a batch run writes its jobs and their answers."""
+    store = model.cache
+    if store is None:
+        raise ConfigError(f"a batch run keeps its jobs and their answers in the model's answer cache, and "
+                          f"{model.name} has none: make it with Models.create(..., cache=True) "
+                          "(or call llmnb.use_cache())")
+    return store
+
+
+def batch_jobs(store: Any) -> list[JobRecord]:
+    """The batch jobs a cache knows (a Cache or `model.cache`), oldest first, with their status."""
+    return records(store)
+
+
+async def cancel_batch_async(model: Model, job: str | JobRecord) -> str:
+    """Ask the provider to cancel a batch job (its id, or a record of `batch_jobs`); returns its
+    status after the request. The answers it made before it stopped are collected by the next run."""
+    client = await model.backend.client()  # type: ignore[attr-defined]
+    job_id = job.job if isinstance(job, JobRecord) else job
+    if job_id is None:
+        raise ConfigError(f"{job!r} has no job yet: nothing to cancel")
+    return await jobs.cancel(client, job_id)
+
+
+def cancel_batch(model: Model, job: str | JobRecord) -> str:
+    """Blocking twin of `cancel_batch_async`."""
+    from ..sync import run as run_sync
+
+    return run_sync(cancel_batch_async(model, job))
