@@ -7,6 +7,7 @@
     claims.py  sample indexes: identical requests at once are distinct samples
     store.py   Cache: the SQLite file, its one thread, its set-up and checks, backend identities
     turns.py   the per-turn protocol (lookup, claim, keep; refreshing, kept_only) and MemoryStore
+    jobs.py    the batch jobs whose answers the cache awaits (a table of its own)
 """
 
 from __future__ import annotations

@@ -73,6 +73,12 @@ class Cache:
         rows = self._do(lambda db: db.execute("SELECT model, count(*) FROM answers GROUP BY model").fetchall())
         return dict(rows.result())
 
+    def batch_jobs(self) -> list:
+        """The batch jobs this file knows (`llmnb.cache.jobs.JobRecord`), oldest first, with their status."""
+        from .jobs import records
+
+        return records(self)
+
     def clear(self) -> int:
         """Remove every answer; returns how many there were."""
         return self._do(lambda db: db.execute("DELETE FROM answers").rowcount, write=True).result()

@@ -29,9 +29,10 @@ _kept_only: ContextVar[bool] = ContextVar("llmnb_cache_kept_only", default=False
 
 
 @contextlib.contextmanager
-def refreshing() -> Iterator[None]:
-    """The calls made in this block ask the model again and replace what the cache holds."""
-    token = _refresh.set(True)
+def refreshing(on: bool = True) -> Iterator[None]:
+    """The calls made in this block ask the model again and replace what the cache holds
+    (`refreshing(False)`: they read it again, inside a block that refreshes)."""
+    token = _refresh.set(on)
     try:
         yield
     finally:

@@ -23,25 +23,24 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from .. import cache as answer_cache
 from ..backends.base import Completion
-from ..cache import kept_only
+from ..cache import kept_only, refreshing
+from ..cache.jobs import JobRecord, open_records, records, save
+from ..cache.turns import INCOMPLETE as CUT
 from ..errors import ConfigError, ModelCallError, NotKept
 from ..model import Model
 from ..providers import PROVIDERS, BatchAPI
 from . import batch_jobs as jobs
 from .batch_board import Board
 from .batch_lines import Failure, Outcome, files_of, line_for, validation_errors
-from .batch_records import JobRecord, open_records, records, save
 from .form import Run, Task
 from .here import Done, run_tasks
 from .missing import find_missing
 from .results import Results
 
-CUT = frozenset({"length", "content_filter"})  # finish reasons of an answer the cache does not keep
 INCOMPLETE = "the answer was cut off at max_tokens before it was complete; raise max_tokens="
 
 
@@ -196,14 +195,9 @@ def answer_cache_quiet(carried: bool) -> contextlib.AbstractContextManager:
     return quiet() if carried else contextlib.nullcontext()
 
 
-@contextlib.contextmanager
-def not_refreshing() -> Iterator[None]:
+def not_refreshing() -> contextlib.AbstractContextManager:
     """`refresh` holds for a run's first round only: the answers its jobs brought are then read back."""
-    token = answer_cache._refresh.set(False)
-    try:
-        yield
-    finally:
-        answer_cache._refresh.reset(token)
+    return refreshing(False)
 
 
 def batch_api(model: Model) -> BatchAPI:

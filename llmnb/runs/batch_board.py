@@ -14,9 +14,9 @@ import time
 from typing import Any
 
 from ..backends.base import Completion
+from ..cache.jobs import JobRecord
 from ..events import Call, excerpt
 from ..prices import Price
-from .batch_records import JobRecord
 from .form import Task
 
 PHASE_EVENT = {"validating": "waiting", "in_progress": "started", "finalizing": "tools", "cancelling": "tools"}

@@ -10,8 +10,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from ..cache.jobs import JobRecord, new_record, save
 from .batch_lines import URL, Outcome, file_text, read_lines
-from .batch_records import JobRecord, new_record, save
 
 ENDED = ("completed", "failed", "expired", "cancelled")
 UPLOAD_TIMEOUT = 600.0  # s: a file of up to 200 MB

@@ -1,7 +1,7 @@
-"""The batch jobs a cache knows, in a table of the cache file beside its answers: each input file's
-id written the moment it is uploaded, its job's id the moment the job exists, its status as it is
-seen. A kernel killed while its job runs, or a cell run again after an Interrupt, finds the job
-here and collects it instead of sending the same rows again.
+"""The batch jobs a cache knows (`Cache.batch_jobs()`), in a table of the cache file beside its
+answers: each input file's id written the moment it is uploaded, its job's id the moment the job
+exists, its status as it is seen. A kernel killed while its job runs, or a cell run again after
+an Interrupt, finds the job here and collects it instead of sending the same rows again.
 
 A store that is not a file (a MemoryStore) keeps its jobs in memory, for as long as it lives.
 """
