@@ -27,6 +27,10 @@ A tool run (method "tool", its label the tool's name) is a call of its own whose
 call_id of the model call that asked for it: created -> started -> finished or failed.
 A call answered from the cache goes created -> finished with `cached=True`; `cost` (USD, when
 the model's price is known) comes with `finished`.
+A provider's batch job (method "batch", see `llmnb.runs.batch`) is a call of its own, not a task:
+validating -> waiting, in progress -> started, rows answered so far -> progress (`tokens_out`),
+finalizing -> tools, no progress for long -> stalled (until its next progress), then its end.
+The tasks it carries are calls of their own, from the moment they are sent to their answer.
 Times come from `time.perf_counter()` (monotonic, high resolution).
 """
 
@@ -40,8 +44,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-KINDS = ("created", "waiting", "throttled", "started", "first_token", "progress", "keeping", "tools", "finished",
-         "failed", "cancelled")
+KINDS = ("created", "waiting", "throttled", "started", "first_token", "progress", "keeping", "tools", "stalled",
+         "finished", "failed", "cancelled")
+JOB = "batch"  # the method of a batch job's call
 ENDS = frozenset({"finished", "failed", "cancelled"})
 
 Listener = Callable[["CallEvent"], None]

@@ -10,7 +10,7 @@ import pytest
 from fault_server import FaultServer
 from ogx_server import MODEL, OgxServer
 
-from llmnb import ConfigError, Models, listen
+from llmnb import ConfigError, Models, Timeline, listen
 from llmnb.runs import Run, Task, TaskError
 from llmnb.runs.batch import Batch, batch_jobs
 
@@ -60,8 +60,13 @@ def test_200_rows_make_one_job_and_come_back_in_order_and_a_rerun_sends_nothing(
     model = batch_model(ogx, tmp_path / "answers.sqlite")
     items = [f"row {i}" for i in range(200)]
     asked = len(ogx.upstream.asked)
-    results = say_run(model, items).execute(Batch(poll=0.2))
+    with Timeline(title="batch") as timeline:
+        results = say_run(model, items).execute(Batch(poll=0.2))
     assert results.as_list() == [f"echo: Say row {i}" for i in range(200)]
+    summary = timeline.summary()
+    assert (summary["tasks"], summary["jobs"], summary["cached"]) == (200, 1, 0)
+    job = next(r for r in timeline.records() if r["method"] == "batch")
+    assert job["status"] == "done" and job["tokens_out"] == 200 and job["name"].endswith(": 200 rows")
     assert results.summary_line() == "200 done in 1 batch job"
     assert [(len(j.keys), j.status) for j in batch_jobs(model.cache)] == [(200, "collected")]
     assert len(ogx.upstream.asked) - asked == 200

@@ -174,6 +174,8 @@ class LlmMagics(Magics):
             results.timeline = timeline
             try:
                 await execute()
+            except USAGE_ERRORS as e:  # an executor refusing the run (--batch on a model without the Batch API)
+                raise UsageError(str(e)) from None
             except asyncio.CancelledError:  # Interrupt, on the kernel's loop or llmnb's
                 kept = f"; results kept in {args.out}" if args.out else ""
                 raise Interrupted(f"Interrupted: {results.summary_line()}{cache_note(run.model, sources)}{kept}") \

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..events import CallEvent
+from ..events import JOB, CallEvent
 
 
 class Sources:
@@ -12,7 +12,7 @@ class Sources:
         self.cached = self.sent = 0
 
     def __call__(self, event: CallEvent) -> None:
-        if event.kind in ("finished", "failed") and event.parent is None:
+        if event.kind in ("finished", "failed") and event.parent is None and event.method != JOB:  # a job is no call
             if event.cached:
                 self.cached += 1
             else:

@@ -34,7 +34,7 @@ from ..errors import ConfigError, ModelCallError, NotKept
 from ..model import Model
 from ..providers import PROVIDERS, BatchAPI
 from . import batch_jobs as jobs
-from .batch_board import Board
+from .batch_board import Board, JobRow
 from .batch_lines import Failure, Outcome, files_of, line_for, validation_errors
 from .form import Run, Task
 from .here import Done, run_tasks
@@ -100,12 +100,15 @@ class Rounds:
             wanted = {missing[t.name].key: missing[t.name].request for t in pending}
             if not wanted:
                 break
+            known = [r for r in await open_records(self.store, self.model.name, identity) if set(r.keys) & set(wanted)]
+            sent = [await jobs.attach(client, self.store, r) for r in known]
+            sent = sent or await self.send(client, identity, wanted)
+            rows = [self.board.job(record) for record in sent]  # each job's row above the rows it carries
             for task in pending:
                 self.board.carry(task, missing[task.name].key)
-            known = [r for r in await open_records(self.store, self.model.name, identity) if set(r.keys) & set(wanted)]
-            sent = known or await self.send(client, identity, wanted)
-            outcomes = await asyncio.gather(*(self.finish(client, record, [t.name for t in pending])
-                                              for record in sent))
+            names = [t.name for t in pending]
+            outcomes = await asyncio.gather(*(self.finish(client, record, row, names)
+                                              for record, row in zip(sent, rows, strict=True)))
             for record, found in outcomes:
                 await self.keep(found)
                 await save(self.store, record.with_status("collected"))  # after its answers are kept
@@ -127,10 +130,9 @@ class Rounds:
             made.append(asyncio.shield(jobs.submit(client, self.store, self.model.name, identity, part, file)))
         return list(await asyncio.gather(*made))
 
-    async def finish(self, client: Any, record: JobRecord, names: list[str]) -> tuple[JobRecord, dict[str, Outcome]]:
+    async def finish(self, client: Any, record: JobRecord, row: JobRow,
+                     names: list[str]) -> tuple[JobRecord, dict[str, Outcome]]:
         """Wait for one job and read its answers and failures."""
-        record = await jobs.attach(client, self.store, record)
-        row = self.board.job(record)
         keys = set(record.keys)
 
         def seen(job: Any) -> None:

@@ -4,8 +4,8 @@ sent to the moment its answer is read back, at the batch price.
 
 A job's phases are told with the events every call has: validating -> "waiting", in progress ->
 "started" (its request counts as "progress": rows answered so far), finalizing -> "tools" (the
-wait after the work), a job that made no progress for `stall` seconds -> "throttled" (drawn as
-stalled), its end -> finished, failed or cancelled.
+wait after the work), a job that made no progress for `stall` seconds -> "stalled", its end ->
+finished, failed or cancelled.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from ..backends.base import Completion
 from ..cache.jobs import JobRecord
-from ..events import Call, excerpt
+from ..events import JOB, Call, excerpt
 from ..prices import Price
 from .form import Task
 
@@ -26,7 +26,7 @@ class JobRow:
     """One job on the picture."""
 
     def __init__(self, record: JobRecord, model: str, stall: float):
-        self.call = Call("batch", f"job {record.job}: {len(record.keys):,} rows", model)
+        self.call = Call(JOB, f"job {record.job}: {len(record.keys):,} rows", model)
         self.status = ""
         self.progress: tuple[Any, ...] = ()
         self.changed = time.monotonic()
@@ -46,7 +46,7 @@ class JobRow:
                 self.call.emit("progress", tokens_out=done)
         elif not self.stalled and now - self.changed > self.stall:
             self.stalled = True
-            self.call.emit("throttled")
+            self.call.emit("stalled")
         self.status = job.status
 
     def end(self, status: str, reason: str | None = None) -> None:

@@ -17,7 +17,7 @@ import threading
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 
-from ..events import ENDS, CallEvent
+from ..events import ENDS, JOB, CallEvent
 from .strip import Strip, StripView
 
 STATUS_OF_END = {"finished": "done", "failed": "failed", "cancelled": "cancelled"}
@@ -51,6 +51,7 @@ class Row:
     phases: list[tuple[str, float]] = field(default_factory=list)
     spent: dict[str, float] = field(default_factory=dict)  # seconds in each phase, stretches already over
     parent: int | None = None  # a tool run: the key of the model call's row that asked for it
+    stalled: bool = False  # a batch job that has made no progress for long
 
     @property
     def name(self) -> str:
@@ -190,6 +191,7 @@ class Recorder:
         self._ttfts = Median()
         self._strip = Strip()
         self._tool_runs = 0  # rows of calls with a parent: not counted as the program's calls
+        self._jobs = 0  # rows of batch jobs: not the program's calls either
         self._ended: Counter[str] = Counter()  # the program's calls, by how they ended
         self._money = {"spent": 0.0, "saved": 0.0}
         self._priced = False  # some call reported a cost
@@ -225,6 +227,9 @@ class Recorder:
                     self._ttfts.add(t - row.started)
             elif kind == "progress" and event.tokens_out is not None:
                 row.tokens_out = event.tokens_out
+                row.stalled = False
+            elif kind == "stalled":
+                row.stalled = True
             elif kind in ENDS:
                 tokens_out = event.tokens_out if event.tokens_out is not None else row.tokens_out
                 row.cached, row.cost = event.cached, event.cost
@@ -247,6 +252,7 @@ class Recorder:
         self._open += 1
         if event.parent is not None:
             self._tool_runs += 1
+        self._jobs += event.method == JOB
         return row
 
     def _enter(self, row: Row, phase: str | None, t: float) -> None:
@@ -281,7 +287,7 @@ class Recorder:
         if row.cost is not None:
             self._priced = True
             self._money["saved" if row.cached else "spent"] += row.cost
-        if row.parent is not None:  # a tool run
+        if row.parent is not None or row.method == JOB:  # a tool run, a batch job
             return
         how = "cached" if row.cached and status == "done" else status
         self._ended[how] += 1
@@ -327,9 +333,9 @@ class Recorder:
 
     def _summary(self, now: float) -> dict:
         money = {name: value if self._priced else None for name, value in self._money.items()}
-        out = {"tasks": len(self._order) - self._tool_runs, "tool_runs": self._tool_runs, "wall": 0.0, "busy": 0.0,
-               "speedup": 0.0, "ttft_median": None, "throttled": 0.0, "cached": self._ended["cached"],
-               "cost": money["spent"], "saved": money["saved"]}
+        out = {"tasks": len(self._order) - self._tool_runs - self._jobs, "tool_runs": self._tool_runs, "wall": 0.0,
+               "busy": 0.0, "speedup": 0.0, "ttft_median": None, "throttled": 0.0, "cached": self._ended["cached"],
+               "cost": money["spent"], "saved": money["saved"], **({"jobs": self._jobs} if self._jobs else {})}
         if not self._order:
             return out
         last = max(self._last_end, now) if self._open else self._last_end
@@ -357,5 +363,5 @@ class Recorder:
             return View(shown, hidden, list(self.lags), now, self._summary(now), +self._statuses)
 
     def _progress(self, now: float) -> Progress:
-        calls = len(self._order) - self._tool_runs
+        calls = len(self._order) - self._tool_runs - self._jobs
         return Progress(calls, self.expected, +self._ended, self._open, self._strip.snapshot(now), list(self._failures))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from html import escape
 
+from ..events import JOB
 from . import bigrun
 from .recorder import Row, View
 from .style import CACHED, COLOURS, DASH, DEFS, LABEL_W, PAD, PLOT_W, ROW_H, TEXT_BAR, TOP, cut, money, nested
@@ -79,12 +80,23 @@ def summary_line(view: View) -> str:
     if cost_text(s) and view.big is None:  # a big run's progress line says it already
         details += f" · {cost_text(s)}"
     tools = f" and {plural(s['tool_runs'], 'tool run')}" if s.get("tool_runs") else ""
+    tools += f" in {plural(s['jobs'], 'batch job')}" if s.get("jobs") else ""
     return (f"{plural(s['tasks'], 'task')}{tools}{extra} · wall {s['wall']:.2f} s"
             f" · sum of task times {s['busy']:.2f} s{details} · ratio {s['speedup']:.2f}x")
 
 
+def job_details(row: Row, now: float) -> list[str]:
+    """A batch job's row: its phase, the rows it has answered, and whether it is stalled."""
+    phase = {"waiting": "validating", "running": "in progress", "tools": "finalizing"}.get(row.phase)
+    answered = [f"{row.tokens_out:,} rows answered"] if row.tokens_out is not None else []
+    stalled = ["stalled: no progress for long"] if row.stalled and row.end is None else []
+    return [*([phase] if phase and row.end is None else []), *answered, *stalled]
+
+
 def details(row: Row, now: float) -> list[str]:
     """What a row's hover text and text line say beyond its bar."""
+    if row.method == JOB:
+        return job_details(row, now) + ([row.error] if row.error else [])
     out = ["from the cache"] if row.cached else []
     if row.cost is not None:
         out.append(("would have cost " if row.cached else "cost ") + money(row.cost))

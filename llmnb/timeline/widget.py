@@ -176,11 +176,11 @@ class Timeline:
                 for r in self._recorder.rows()]
 
     def summary(self) -> dict:
-        """tasks (model calls) and tool_runs; wall (first creation to last end); busy (sum of running
-        times) and speedup (busy / wall); ttft_median (seconds, None when no call reported its first
-        token); throttled (seconds, summed); cached (calls answered from the cache); cost (USD of the
-        calls sent) and saved (what the cached answers would have cost), both None when no call
-        reported a cost."""
+        """tasks (model calls), tool_runs, and jobs (batch jobs, when there were some); wall (first
+        creation to last end); busy (sum of running times) and speedup (busy / wall); ttft_median
+        (seconds, None when no call reported its first token); throttled (seconds, summed); cached
+        (calls answered from the cache); cost (USD of the calls sent) and saved (what the cached
+        answers would have cost), both None when no call reported a cost."""
         return self._view().summary
 
     @property
