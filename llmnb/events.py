@@ -52,6 +52,7 @@ ENDS = frozenset({"finished", "failed", "cancelled"})
 Listener = Callable[["CallEvent"], None]
 
 _listeners: ContextVar[tuple[Listener, ...]] = ContextVar("llmnb_listeners", default=())
+_expecting: ContextVar[tuple[Callable[[int], None], ...]] = ContextVar("llmnb_expecting", default=())
 _task_name: ContextVar[str | None] = ContextVar("llmnb_task_name", default=None)
 _call_ids = itertools.count(1)
 
@@ -86,6 +87,23 @@ def listen(listener: Listener) -> Iterator[None]:
         yield
     finally:
         _listeners.reset(token)
+
+
+@contextmanager
+def expecting(callback: Callable[[int], None]) -> Iterator[None]:
+    """`callback(n)` hears every `expect_calls(n)` made in this context (and its tasks)."""
+    token = _expecting.set((*_expecting.get(), callback))
+    try:
+        yield
+    finally:
+        _expecting.reset(token)
+
+
+def expect_calls(n: int) -> None:
+    """Tell the timelines open in this context that `n` more calls are coming, so a big run's
+    picture shows its progress as done / total and the time left (a task runner calls it)."""
+    for callback in _expecting.get():
+        callback(n)
 
 
 @contextmanager

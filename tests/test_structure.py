@@ -24,8 +24,7 @@ NOTEBOOK_ONLY = ("IPython", "ipywidgets", "llmnb.timeline", "llmnb.magics")
 KNOWN_LONG_FUNCTIONS: set[str] = set()
 KNOWN_LONG_MODULES: set[str] = set()
 KNOWN_CIRCLES: list[set[str]] = []
-# a task runner tells open timelines how many calls to expect (timeline.expect_calls)
-KNOWN_CORE_IMPORTS = {"llmnb.runs.here -> llmnb.timeline"}
+KNOWN_CORE_IMPORTS: set[str] = set()
 
 
 # -- the checker --------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import events
-from ..timeline import expect_calls
 from .results import Results, TaskError
 
 if TYPE_CHECKING:
@@ -62,7 +61,7 @@ async def run_tasks(jobs: Mapping[str, Job], *, max_concurrency: int = 0,
     results.order = list(jobs)
     gate = asyncio.Semaphore(max_concurrency) if max_concurrency else contextlib.nullcontext()
     start = time.perf_counter()
-    expect_calls(len(jobs))  # an open timeline shows the run's progress out of this total
+    events.expect_calls(len(jobs))  # an open timeline shows the run's progress out of this total
 
     async def one(name: str, job: Job) -> Done:
         began = None

@@ -16,7 +16,6 @@ import threading
 import time
 import warnings
 from contextlib import AbstractContextManager
-from contextvars import ContextVar, Token
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +29,7 @@ FPS = 10
 DRAW_SHARE = 100  # the pause after a redraw, in multiples of the redraw's own time
 HINT = "(install ipywidgets and run in Jupyter for the live picture: pip install ipywidgets)"
 
-_open: ContextVar[tuple[Recorder, ...]] = ContextVar("llmnb_open_timelines", default=())
-
-
-def expect_calls(n: int) -> None:
-    """Tell the timelines open in this context that `n` more calls are coming, so a big run's
-    picture shows its progress as done / total and the time left (a task runner calls it)."""
-    for recorder in _open.get():
-        recorder.expect(n)
+expect_calls = events.expect_calls  # a task runner's word to the timelines open in its context
 
 
 def _in_kernel() -> bool:
@@ -71,7 +63,7 @@ class Timeline:
         self._stop = threading.Event()
         self._painter: threading.Thread | None = None
         self._closed_at: float | None = None
-        self._opened: Token | None = None
+        self._expecting: AbstractContextManager | None = None
 
     # -- the block ---------------------------------------------------------------------------
     def __enter__(self) -> Timeline:
@@ -83,7 +75,8 @@ class Timeline:
         self._closed_at = None
         self._listening = events.listen(self._recorder)
         self._listening.__enter__()
-        self._opened = _open.set((*_open.get(), self._recorder))
+        self._expecting = events.expecting(self._recorder.expect)
+        self._expecting.__enter__()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -103,8 +96,8 @@ class Timeline:
             self._probe = self._probe_task = None
         assert self._listening is not None and self._recorder is not None  # set by __enter__
         self._listening.__exit__(*exc)
-        if self._opened is not None:
-            _open.reset(self._opened)
+        if self._expecting is not None:
+            self._expecting.__exit__(None, None, None)
         self._recorder.close_open_rows(self._closed_at)
         self._stop.set()
         if self._painter is not None:
