@@ -1,6 +1,6 @@
 """`parallel=N` on a CUDA build of llama-cpp-python: the GPU and the CPU of one machine side by side.
 
-    python benchmarks/bench_gpu_parallel.py --model PATH.gguf              # ~2 min on an H200 machine
+    python benchmarks/bench_gpu_parallel.py --model PATH.gguf              # 2.5 min on an H200 machine
     python benchmarks/bench_gpu_parallel.py --model PATH.gguf --ns 1,2 --calls 4 --max-tokens 8 --no-publish
 
 For each N, a model made with `Models.create("llamacpp:PATH", parallel=N)` gets 32 `generate`
