@@ -1,17 +1,15 @@
-"""An OpenAI-compatible server on 127.0.0.1 that misbehaves on request, for the reliability tests.
+"""The tests' OpenAI-compatible servers on 127.0.0.1: llmnb's demo server (latency, many requests
+at once, in-flight counters, connections the client closed early), made to misbehave on request.
 
-It is llmnb's demo server (latency, many requests at once, in-flight counters, connections the
-client closed early) plus a script of faults: each request takes the next fault, if any. Every
-request's body is kept in `bodies`.
-
-It also calls tools. A request with `tools` is answered with tool calls: by default one call of
-each tool offered (or of the one `tool_choice` names), its arguments an example of the tool's
-parameter schema (`tool_arguments[name]` sets them); `script_tools(turn, ...)` gives the calls of
-the next turns instead, each turn a list of (name, arguments). A request whose messages end with
-tool results is answered with text that repeats them ("Tool results: id=content; ..."), unless
-`keep_calling` is set (a model that never stops asking) or a scripted turn is left. Streamed,
-the calls come as OpenAI sends them: the id and name in a call's first fragment, the arguments in
-pieces, the calls' fragments interleaved by `index`.
+`FaultServer` keeps every request's body (`bodies`) and the last one's headers, and takes a
+script of faults: each request takes the next fault, if any (`script`), and each streamed answer
+the next stream fault (`script_stream`). It answers through `ScriptedAnswers`: a request with
+`tools` gets one call of each tool offered (or of the one `tool_choice` names), its arguments an
+example of the tool's parameter schema (`answers.tool_arguments[name]` sets them), or the calls of
+the next scripted turn (`script_tools(turn, ...)`, each turn a list of (name, arguments)); a
+request whose messages end with tool results gets text that repeats them ("Tool results:
+id=content; ..."). `answers=Answers()` gives it the demo server's own answers instead.
+`NumberedServer` numbers its plain answers. `remote(server)` is a model on any of them.
 """
 
 from __future__ import annotations
@@ -24,7 +22,16 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from llmnb.demo_server import REPLY, DemoServer
+from llmnb import Models
+from llmnb.demo_answers import Answers, calls
+from llmnb.demo_server import DemoServer, Streamed
+
+KEY = "sk-test-SECRET-do-not-leak-4242"  # the key of `remote`: it must never show anywhere
+
+
+def remote(server: DemoServer, **options):
+    """A model on `server`, with KEY as its API key."""
+    return Models.create("openai:test", base_url=server.base_url, api_key=KEY, **options)
 
 
 @dataclass(frozen=True)
@@ -94,39 +101,96 @@ class Slow(bytes):
     seconds = 0.0
 
 
-class FaultServer(DemoServer):
-    def __init__(self, latency: float = 0.0, **kwargs):
-        super().__init__(latency=latency, **kwargs)
-        self.faults: deque[Fault] = deque()
-        self.bodies: list[dict] = []
-        self.refuse_json_schema = False
-        self.stream_faults: deque[StreamFault] = deque()
-        self.refuse_stream_options = False
-        self.refuse_tools = False  # answer a request with tools as a server without tool calls does
-        self.keep_calling = False
+@dataclass
+class FaultyStream(Streamed):
+    """A streamed answer that meets `fault` on its way."""
+
+    fault: StreamFault | None = None
+
+
+class ScriptedAnswers(Answers):
+    """The demo's answers, with the tool calls a test chooses (see the module's docstring)."""
+
+    def __init__(self):
+        super().__init__()
         self.tool_arguments: dict[str, dict] = {}
         self.tool_turns: deque[list[tuple[str, dict]]] = deque()
+
+    def tool_calls(self, body: dict, number: int) -> list[dict]:
+        """The next scripted turn, else one call of each tool offered (or of the one tool_choice
+        names) until tool results come back; none (an answer in text) after them."""
+        tools = [t["function"] for t in body.get("tools") or ()]
+        if not tools or body.get("tool_choice") == "none":
+            return []
+        if self.tool_turns:
+            return calls(number, self.tool_turns.popleft())
+        if (body.get("messages") or [{}])[-1].get("role") == "tool":
+            return []
+        choice = body.get("tool_choice")
+        if isinstance(choice, dict):
+            tools = [t for t in tools if t["name"] == choice["function"]["name"]]
+        return calls(number, [(t["name"], self.tool_arguments.get(t["name"]) or self.arguments_for(t)) for t in tools])
+
+    def text(self, body: dict) -> str:
+        """After tool results (and with no schema to fit), the results repeated, so tests see they arrived."""
+        messages = body.get("messages") or [{}]
+        if messages[-1].get("role") != "tool" or body.get("response_format"):
+            return super().text(body)
+        results = []
+        for m in reversed(messages):
+            if m.get("role") != "tool":
+                break
+            results.insert(0, f"{m.get('tool_call_id')}={m.get('content')}")
+        return "Tool results: " + "; ".join(results)
+
+
+class FaultServer(DemoServer):
+    def __init__(self, latency: float = 0.0, answers: Answers | None = None, **kwargs):
+        super().__init__(latency=latency, answers=answers if answers is not None else ScriptedAnswers(), **kwargs)
+        self.faults: deque[Fault] = deque()
+        self.stream_faults: deque[StreamFault] = deque()
+        self.bodies: list[dict] = []
+        self.last_headers: dict[str, str] = {}
+        self.refuse_json_schema = False
+        self.refuse_stream_options = False
+        self.refuse_tools = False  # answer a request with tools as a server without tool calls does
 
     def script(self, *faults: Fault) -> None:
         self.faults.extend(faults)
 
-    async def respond(self, body: dict):
+    def script_stream(self, *faults: StreamFault) -> None:
+        self.stream_faults.extend(faults)
+
+    def script_tools(self, *turns: list[tuple[str, dict]]) -> None:
+        self.answers.tool_turns.extend(turns)
+
+    async def respond(self, body: dict, headers: dict[str, str]):
         self.bodies.append(body)
+        self.last_headers = headers
         if self.refuse_json_schema and (body.get("response_format") or {}).get("type") == "json_schema":
             return self._error(500, "Input should be 'text' or 'json_object'")
         if self.refuse_stream_options and "stream_options" in body:
             return self._error(400, "Unrecognized request argument supplied: stream_options")
         if self.refuse_tools and "tools" in body:
             return self._error(400, "'tools' is not supported by this server")
+        answer = await self._faulty(body, headers)
+        if answer is not None and isinstance(answer[2], Streamed):  # each streamed answer takes the next stream fault
+            status, headers_, stream = answer
+            fault = self.stream_faults.popleft() if self.stream_faults else None
+            return status, headers_, FaultyStream(stream.answer, stream.include_usage, fault)
+        return answer
+
+    async def _faulty(self, body: dict, headers: dict[str, str]):
+        """The answer as the next fault, if any, makes it."""
         fault = self.faults.popleft() if self.faults else None
         if fault is None:
-            return await super().respond(body)
+            return await super().respond(body, headers)
         if fault.kind == "status":
-            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+            extra = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             status, headers_, payload = self._error(fault.status, f"injected {fault.status}")
-            return status, {**headers_, **headers}, payload
+            return status, {**headers_, **extra}, payload
         if fault.kind == "echo":
-            return self._error(fault.status, f"Incorrect API key provided: {self.last_headers.get('authorization')}")
+            return self._error(fault.status, f"Incorrect API key provided: {headers.get('authorization')}")
         if fault.kind == "drop":
             return None
         if fault.kind == "hang":
@@ -135,55 +199,13 @@ class FaultServer(DemoServer):
             return 200, {"Content-Type": "application/json"}, b'{"choices": [ this is not json'
         if fault.kind == "delay":
             await asyncio.sleep(fault.seconds)
-            return await super().respond(body)
+            return await super().respond(body, headers)
         if fault.kind == "trickle":
-            status, headers, payload = await super().respond(body)
+            status, headers_, payload = await super().respond(body, headers)
             slow = Slow(payload)
             slow.seconds = fault.seconds
-            return status, headers, slow
-        saved, self.reply = self.reply, fault.text
-        try:
-            status, headers, payload = await super().respond({k: v for k, v in body.items() if k != "response_format"})
-        finally:
-            self.reply = saved
-        return status, headers, payload
-
-    # -- tool calls -------------------------------------------------------------------------------
-    def script_tools(self, *turns: list[tuple[str, dict]]) -> None:
-        self.tool_turns.extend(turns)
-
-    def ask_tools(self, body: dict) -> list[dict]:
-        """The calls this request is answered with (none: answer with text): the next scripted
-        turn, else one call of each tool offered (or of the one tool_choice names) until tool
-        results come back (and after them too, with `keep_calling`)."""
-        tools = [t["function"] for t in body.get("tools") or ()]
-        messages = body.get("messages") or [{}]
-        if not tools or body.get("tool_choice") == "none":
-            return []
-        if self.tool_turns:
-            named = self.tool_turns.popleft()
-        elif messages[-1].get("role") == "tool" and not self.keep_calling:
-            return []
-        else:
-            choice = body.get("tool_choice")
-            if isinstance(choice, dict):
-                tools = [t for t in tools if t["name"] == choice["function"]["name"]]
-            named = [(t["name"], self.tool_arguments.get(t["name"]) or self.arguments_for(t)) for t in tools]
-        return [{"id": f"call_{self.requests}_{i}", "type": "function",
-                 "function": {"name": name, "arguments": json.dumps(arguments)}}
-                for i, (name, arguments) in enumerate(named)]
-
-    def answer(self, body: dict) -> str:
-        """After tool results (and with no schema to fit), the results repeated, so tests see they arrived."""
-        messages = body.get("messages") or [{}]
-        if messages[-1].get("role") != "tool" or body.get("response_format"):
-            return super().answer(body)
-        results = []
-        for m in reversed(messages):
-            if m.get("role") != "tool":
-                break
-            results.insert(0, f"{m.get('tool_call_id')}={m.get('content')}")
-        return "Tool results: " + "; ".join(results)
+            return status, headers_, slow
+        return await self.deliver(body, self.answers.answer(body, self.requests, text=fault.text))  # "content"
 
     async def send(self, writer: asyncio.StreamWriter, head: bytes, payload: bytes) -> None:
         if not isinstance(payload, Slow):
@@ -195,28 +217,20 @@ class FaultServer(DemoServer):
             writer.write(payload[i:i + step])
             await writer.drain()
 
-    # -- streamed answers: each takes the next stream fault, if any --------------------------------
-    def script_stream(self, *faults: StreamFault) -> None:
-        self.stream_faults.extend(faults)
-
-    async def send_stream(self, reader, writer, answer) -> bool:
-        answer.fault = self.stream_faults.popleft() if self.stream_faults else None
-        return await super().send_stream(reader, writer, answer)
-
-    async def send_event(self, writer, answer, index, event, hangup) -> bool:
-        fault = answer.fault
+    async def send_event(self, writer, stream, index, event, hangup) -> bool:
+        fault = stream.fault if isinstance(stream, FaultyStream) else None
         if fault is not None and index > fault.after:  # index 0 is the role chunk, then one per token
             if fault.kind == "drop":
                 writer.transport.abort()
                 return False
             if fault.kind == "error":  # the error event ends the body; the stream counts as ended early
                 event = b'data: {"error": {"message": "overloaded"}}\n\n'
-                await super().send_event(writer, answer, index, event, hangup)
+                await super().send_event(writer, stream, index, event, hangup)
                 writer.write(b"0\r\n\r\n")
                 return False
             await hangup  # stall: the connection stays open and nothing more comes, until the client leaves
             return False
-        return await super().send_event(writer, answer, index, event, hangup)
+        return await super().send_event(writer, stream, index, event, hangup)
 
     @staticmethod
     def _error(status: int, message: str):
@@ -246,14 +260,52 @@ async def resources_left(model) -> tuple[int, int, int, int]:
     return len(asyncio.all_tasks()), threads, len(fds), sockets
 
 
-class NumberedServer(FaultServer):
+class EchoAnswers(ScriptedAnswers):
+    """Each plain answer repeats the last user message ("echo: ..."), so it tells which request it
+    belongs to; schema and tool answers are as usual."""
+
+    def text(self, body: dict) -> str:
+        if body.get("response_format") or body.get("tools") or not body.get("messages"):  # or GET /v1/models
+            return super().text(body)
+        return "echo: " + last_user_message(body)
+
+
+class EchoServer(FaultServer):
+    """Answers with EchoAnswers; a message containing FAIL gets a 400 with a message of its own.
+    Keeps each request's last user message (`asked`)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(answers=EchoAnswers(), **kwargs)
+        self.asked: list[str] = []
+
+    async def respond(self, body: dict, headers: dict[str, str]):
+        text = last_user_message(body)
+        if body.get("messages"):
+            self.asked.append(text)
+        if "FAIL" in text:
+            return self._error(400, f"this server refuses {text!r}")
+        return await super().respond(body, headers)
+
+
+def last_user_message(body: dict) -> str:
+    return next((m["content"] for m in reversed(body.get("messages") or []) if m.get("role") == "user"), "")
+
+
+class NumberedAnswers(ScriptedAnswers):
     """Each plain answer names its place in the order answered ("answer 7"), so a kept answer is
-    told from a new one; schema answers and scripted replies are as usual."""
+    told from a new one; schema answers are as usual."""
 
     answered = 0
 
-    def answer(self, body: dict) -> str:
-        if body.get("response_format") or self.reply != REPLY:
-            return super().answer(body)
+    def text(self, body: dict) -> str:
+        if body.get("response_format"):
+            return super().text(body)
         self.answered += 1
         return f"answer {self.answered}"
+
+
+class NumberedServer(FaultServer):
+    """A fault server whose plain answers are numbered (NumberedAnswers)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(answers=NumberedAnswers(), **kwargs)

@@ -13,7 +13,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fault_server import FaultServer
 from servers import free_port, start, stop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,25 +56,3 @@ class OgxServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-class EchoServer(FaultServer):
-    """Answers each plain request with its last user message; a message containing FAIL gets a
-    400 with a message of its own. Counts the requests of each message."""
-
-    def __init__(self):
-        super().__init__()
-        self.asked: list[str] = []
-
-    async def respond(self, body: dict):
-        text = next((m["content"] for m in reversed(body.get("messages") or []) if m.get("role") == "user"), "")
-        if body.get("messages"):
-            self.asked.append(text)
-        if "FAIL" in text:
-            return self._error(400, f"this server refuses {text!r}")
-        return await super().respond(body)
-
-    def answer(self, body: dict) -> str:
-        if body.get("response_format") or body.get("tools") or not body.get("messages"):  # or GET /v1/models
-            return super().answer(body)
-        return "echo: " + next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")

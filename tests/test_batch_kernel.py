@@ -12,7 +12,8 @@ import time
 from collections import Counter
 
 import pytest
-from ogx_server import MODEL, EchoServer, OgxServer
+from fault_server import EchoServer
+from ogx_server import MODEL, OgxServer
 from test_cache_kernel import printed
 
 jupyter_client = pytest.importorskip("jupyter_client")

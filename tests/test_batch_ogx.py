@@ -7,7 +7,8 @@ import functools
 import json
 
 import pytest
-from ogx_server import MODEL, EchoServer, OgxServer
+from fault_server import EchoServer
+from ogx_server import MODEL, OgxServer
 
 from llmnb import ConfigError, Models, Timeline, listen
 from llmnb.runs import Run, Task, TaskError

@@ -106,7 +106,7 @@ def test_streamed_calls_come_whole_in_one_delta(fault_server):
 
 def test_streamed_fragments_of_long_arguments_join_up(fault_server):
     long = "a city whose name takes many fragments to send " * 5
-    fault_server.tool_arguments["weather"] = {"city": long, "days": 3}
+    fault_server.answers.tool_arguments["weather"] = {"city": long, "days": 3}
     calls = join(streamed(fault_server, Request(ASK, tools=TOOLS))).tool_calls
     assert json.loads(calls[0].arguments) == {"city": long, "days": 3} and fits(calls[1], ADD)
 

@@ -10,7 +10,8 @@ import pytest
 from fault_server import Fault
 
 from llmnb import Models, listen
-from llmnb.demo_server import PROMPT_TOKENS, REPLY, DemoServer, RateLimit
+from llmnb.demo_answers import PROMPT_TOKENS, REPLY
+from llmnb.demo_server import DemoServer, RateLimit
 
 CALLS, PER_SECOND = 300, 50
 TOKENS_PER_CALL = PROMPT_TOKENS + len(REPLY.split())  # what the server charges for each answer

@@ -7,19 +7,13 @@ import re
 import time
 
 import pytest
-from fault_server import Fault, resources_left
+from fault_server import KEY, Fault, remote, resources_left
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmnb import ExtractError, ModelCallError, Models, Timeline, listen
 from llmnb.magics.parse import ParseError, parse_tasks
 from llmnb.runs.fill import FillError, fill
-
-KEY = "sk-test-SECRET-do-not-leak-4242"
-
-
-def remote(server, **options):
-    return Models.create("openai:test", base_url=server.base_url, api_key=KEY, **options)
 
 
 def test_retry_after_is_honoured(fault_server):

@@ -10,16 +10,10 @@ import threading
 import time
 
 import pytest
-from fault_server import Fault, StreamFault, resources_left
+from fault_server import KEY, Fault, StreamFault, remote, resources_left
 
-from llmnb import ConfigError, ExtractError, ModelCallError, Models, Thread, Timeline, listen, sync
-from llmnb.demo_server import tokens
-
-KEY = "sk-test-SECRET-do-not-leak-4242"
-
-
-def remote(server, **options):
-    return Models.create("openai:test", base_url=server.base_url, api_key=KEY, **options)
+from llmnb import ConfigError, ExtractError, ModelCallError, Thread, Timeline, listen, sync
+from llmnb.demo_answers import tokens
 
 
 async def collect(stream) -> list[str]:

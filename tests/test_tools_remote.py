@@ -10,10 +10,11 @@ import json
 import time
 
 import pytest
+from fault_server import FaultServer
 
 import llmnb
 from llmnb import MaxStepsError, Models, Thread, Timeline
-from llmnb.demo_server import PROMPT_TOKENS, DemoServer
+from llmnb.demo_answers import PROMPT_TOKENS, Answers
 
 SLOW = 0.6
 LATENCY = 0.05
@@ -36,21 +37,10 @@ def broken(city: str = "Lisbon") -> str:
     raise ConnectionError(f"the {city} service is down")
 
 
-class Recording(DemoServer):
-    """The demo server, keeping each request's body."""
-
-    def __init__(self, **kwargs):
-        super().__init__(latency=LATENCY, **kwargs)
-        self.bodies: list[dict] = []
-
-    async def respond(self, body: dict):
-        self.bodies.append(body)
-        return await super().respond(body)
-
-
 @pytest.fixture
 def server():
-    with Recording() as s:
+    """The demo server's own answers, each request's body kept (`bodies`)."""
+    with FaultServer(latency=LATENCY, answers=Answers()) as s:
         yield s
 
 
@@ -87,7 +77,7 @@ def test_a_tools_error_reaches_the_model_and_the_loop_goes_on(model, server):
 
 
 def test_max_steps_holds_and_names_what_the_model_kept_asking_for(server, model):
-    server.tool_rounds = 100  # the model asks for tools every turn
+    server.answers.tool_rounds = 100  # the model asks for tools every turn
     with Timeline(display=False) as tl, pytest.raises(MaxStepsError, match=r"max_steps=3.*weather \(3x\)") as e:
         model.generate("Weather?", tools=[weather], max_steps=3)
     assert len(server.bodies) == 3 and isinstance(e.value, llmnb.LlmnbError)
