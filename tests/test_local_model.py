@@ -169,7 +169,9 @@ def test_loop_keeps_ticking_during_local_generation(embedded_model):
 
         t = asyncio.create_task(ticker())
         start = time.perf_counter()
-        await embedded_model.generate_async("Write a short story about a cat.", max_tokens=60, **GREEDY)
+        # 60 items at least cannot fit in 100 tokens: 100 tokens of work on any CPU, then the cut-off
+        with pytest.raises(ExtractError, match="cut off at max_tokens=100"):
+            await embedded_model.extract_async(LONG, "List sea creatures.", max_tokens=100, **GREEDY)
         elapsed = time.perf_counter() - start
         t.cancel()
         gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
