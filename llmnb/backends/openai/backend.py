@@ -38,7 +38,7 @@ from .failures import (
     timed_out,
     tools_refused,
 )
-from .limits import RateLimits, estimate_tokens
+from .limits import Limiter, RateLimits, estimate_tokens
 from .wire import CHAT_PATH, StreamedAnswer, build_request, event_data, parse_response, stream_request
 
 T = TypeVar("T")
@@ -90,7 +90,7 @@ class OpenAIBackend(Backend):
         self.schema_mode: str | None = quirks.schema_mode  # unless known, decided by the first structured call
         # whether the server takes stream_options, found out likewise
         self.stream_usage: bool | None = False if "stream_options" in quirks.drop else None
-        self.limits = RateLimits(rpm, tpm)  # shared by every call of the model
+        self.limits: Limiter = RateLimits(rpm, tpm)  # shared by every call of the model (a cluster may share it wider)
         # The key goes to the clients and is kept privately only to scrub it from error text;
         # no repr or message shows it.
         self._clients = Clients(lambda: openai.AsyncOpenAI(

@@ -8,25 +8,27 @@ Three sources, one gate (`RateLimits.admit`) that every request of a model passe
 - a 429, which pauses the whole model (every call, not just the one refused) until the server's
   `Retry-After` has passed; then the calls resume at the pace above, not all at once.
 
-The pace is a leaky bucket from aiolimiter (asyncio-native, small, and its `acquire(amount)`
-takes a weight, which token limits need). A bucket holds a tenth of a second's worth, so calls
-go out evenly: a server that counts per second or per minute sees no bursts above its rate.
+The pace spreads the requests evenly: each books the next free moment of every limit, which then
+moves on by what the request costs (1/rpm of a minute; its tokens/tpm), so a server counting per
+second or per minute sees no burst above its rate (a bucket letting a tenth of a second's worth
+through at once drew 429s from a server allowing 50 a second, with rpm= at 90 % of it). The
+reported usage moves the token pace on or back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
-
-from aiolimiter import AsyncLimiter
+from typing import Any, Protocol
 
 from ...errors import ConfigError
-from ...per_loop import PerLoop
 
-BURST_SECONDS = 0.1
+# A request may go this early before its moment: a shorter sleep is within the event loop's own
+# timing error, and a call far under its limit never shows as throttled.
+TOLERANCE = 0.02
 RESET = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)?")
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 KINDS = ("requests", "tokens")
@@ -56,15 +58,11 @@ def estimate_tokens(body: Mapping[str, Any]) -> int:
     return chars // 4 + 1 + (body.get("max_tokens") or 0)
 
 
-def bucket(per_minute: float) -> AsyncLimiter:
-    """A leaky bucket letting `per_minute` units a minute through, a tenth of a second's worth at
-    once (one unit at least, so slow limits still let single requests through)."""
-    capacity = max(1.0, per_minute / 60 * BURST_SECONDS)
-    return AsyncLimiter(capacity, time_period=capacity * 60 / per_minute)
-
-
 class RateLimits:
-    """The rate limits of one model; shared by all its calls, on any event loop."""
+    """The rate limits of one model; shared by all its calls, on any event loop or thread.
+
+    `hold` and `book` are the pure core (the time is passed in), which a limiter held elsewhere
+    (a cluster's scheduler) reuses; `admit` is the wait around them that a call awaits."""
 
     def __init__(self, rpm: float | None = None, tpm: float | None = None):
         for name, value in (("rpm", rpm), ("tpm", tpm)):
@@ -74,17 +72,15 @@ class RateLimits:
         self.server: dict[str, float | None] = {"requests": None, "tokens": None}
         self.paused_until = 0.0  # time.monotonic() before which nothing is sent (a 429's pause)
         self.budget: dict[str, tuple[float, float]] = {}  # kind -> (remaining, until when) from the headers
-        self.owed_tokens = 0.0  # usage reported beyond the estimates (or below, when negative)
+        self.free = dict.fromkeys(KINDS, 0.0)  # kind -> the next free moment of its pace
+        self.sent = float("-inf")  # the moment the last request went
         self.pauses = 0  # 429s that paused the model
-        self._buckets = PerLoop(self._make_buckets)
+        self._lock = threading.Lock()  # calls on several threads' loops book one schedule
 
     def pace(self, kind: str) -> float | None:
         """Units per minute that apply now: the lower of the user's and the server's limit."""
         known = [v for v in (self.user[kind], self.server[kind]) if v]
         return min(known) if known else None
-
-    def _make_buckets(self) -> dict[str, AsyncLimiter]:
-        return {kind: bucket(pace) for kind in KINDS if (pace := self.pace(kind))}
 
     @property
     def active(self) -> bool:
@@ -95,95 +91,146 @@ class RateLimits:
     async def admit(self, tokens: int, emit: Callable[[str], None]) -> None:
         """Wait until a request of about `tokens` tokens may be sent. If it has to wait, `emit`
         gets "throttled" when the wait begins and "started" when the request proceeds."""
-        waited = False
+        wait = Wait(emit)
+        while (delay := self.hold(tokens, time.monotonic())) > 0:
+            await wait(delay)
+        await wait(self.book(tokens, time.monotonic()))
+        await wait(self.space(time.monotonic()))
+        while (delay := self.paused_until - time.monotonic()) > 0:  # a 429 elsewhere while this call waited
+            await wait(delay)
+        wait.end()
 
-        def waiting() -> None:
-            nonlocal waited
-            if not waited:
-                emit("throttled")
-                waited = True
+    def hold(self, tokens: int, now: float) -> float:
+        """Seconds to wait before booking a moment: a 429's pause, or a spent budget until its reset."""
+        with self._lock:
+            delay = self.paused_until - now
+            for kind, need in (("requests", 1), ("tokens", tokens)):
+                remaining, until = self.budget.get(kind, (float("inf"), 0.0))
+                if until <= now:
+                    self.budget.pop(kind, None)
+                elif remaining < need:
+                    delay = max(delay, until - now)
+            return delay
 
-        while (delay := self._hold(tokens)) > 0:
-            waiting()
-            await asyncio.sleep(delay)
-        buckets = self._buckets.get()
-        for kind, amount in (("requests", 1.0), ("tokens", self._charge(tokens))):
-            if kind in buckets:
-                await take(buckets[kind], amount, waiting)
-        while (delay := self._hold(tokens)) > 0:  # a 429 elsewhere while this call waited its turn
-            waiting()
-            await asyncio.sleep(delay)
-        self._spend(tokens)
-        if waited:
-            emit("started")
+    def book(self, tokens: int, now: float) -> float:
+        """Book the request's moment, the next free one of every pace, and move each pace on by
+        what the request costs; count it against the budgets. Returns seconds until that moment."""
+        with self._lock:
+            paces = {kind: pace for kind in KINDS if (pace := self.pace(kind))}
+            moment = max([now, *(self.free[kind] for kind in paces)])
+            for kind, pace in paces.items():
+                self.free[kind] = moment + (1 if kind == "requests" else tokens) * 60 / pace
+            for kind, used in (("requests", 1), ("tokens", tokens)):
+                if kind in self.budget:
+                    remaining, until = self.budget[kind]
+                    self.budget[kind] = (remaining - used, until)
+            return moment - now
 
-    def _hold(self, tokens: int) -> float:
-        """Seconds to wait before sending: a 429's pause, or a spent budget until its reset."""
-        now = time.monotonic()
-        delay = self.paused_until - now
-        for kind, need in (("requests", 1), ("tokens", tokens)):
-            remaining, until = self.budget.get(kind, (float("inf"), 0.0))
-            if until <= now:
-                self.budget.pop(kind, None)
-            elif remaining < need:
-                delay = max(delay, until - now)
-        return delay
-
-    def _charge(self, tokens: int) -> float:
-        """Tokens this request pays: its estimate plus what earlier answers used beyond theirs
-        (less, when they used fewer: the credit carries over)."""
-        want = tokens + self.owed_tokens
-        self.owed_tokens = min(want, 0.0)
-        return max(want, 0.0)
-
-    def _spend(self, tokens: int) -> None:
-        for kind, used in (("requests", 1), ("tokens", tokens)):
-            if kind in self.budget:
-                remaining, until = self.budget[kind]
-                self.budget[kind] = (remaining - used, until)
+    def space(self, now: float) -> float:
+        """Seconds until this request may really go: one request interval after the last one
+        that went. The booked moments are kept in advance; a loop that wakes late would let the
+        requests whose moments passed meanwhile go at once, and this spaces them out again."""
+        pace = self.pace("requests")
+        if not pace:
+            return 0.0
+        with self._lock:
+            moment = max(now, self.sent + 60 / pace)
+            self.sent = moment
+            return moment - now
 
     # -- after an answer ----------------------------------------------------------------------
     def settle(self, estimated: int, used: int | None) -> None:
-        """Correct the token count by the usage the answer reported."""
-        if used is not None:
-            self.owed_tokens += used - estimated
+        """Correct the token count by the usage the answer reported: the difference moves the
+        token pace on (or back, when the answer used fewer)."""
+        pace = self.pace("tokens")
+        if used is not None and pace:
+            with self._lock:
+                self.free["tokens"] += (used - estimated) * 60 / pace
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Learn from an answer's x-ratelimit-* headers: the server's limits and what is left."""
-        for kind in KINDS:
-            limit = _number(headers.get(f"x-ratelimit-limit-{kind}"))
-            if limit and limit != self.server[kind]:
-                self.server[kind] = limit
-                self._buckets.drain()  # new buckets at the new pace, made on next use
-            remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
-            reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
-            if remaining is not None and reset is not None:
-                self.budget[kind] = (remaining, time.monotonic() + reset)
+        self.learn(*read_headers(headers), time.monotonic())
+
+    def learn(self, limits: dict[str, float], budgets: dict[str, tuple[float, float]], now: float) -> None:
+        """Take the server's limits (kind -> per minute) and budgets (kind -> (remaining, seconds
+        to its reset)) as `read_headers` gives them. A new pace applies from the next booking on."""
+        with self._lock:
+            self.server.update(limits)
+            self.budget.update({kind: (remaining, now + reset) for kind, (remaining, reset) in budgets.items()})
 
     def pause(self, headers: Mapping[str, str], fallback: float) -> float:
         """A 429: pause the whole model until the server's Retry-After (or, without it, the reset
         of the spent limit; or `fallback` seconds) has passed. Returns the pause in seconds."""
         self.observe(headers)
-        ms = _number(headers.get("retry-after-ms"))
-        seconds = ms / 1000 if ms is not None else parse_duration(headers.get("retry-after"))
-        if seconds is None:
-            resets = [parse_duration(headers.get(f"x-ratelimit-reset-{kind}")) for kind in KINDS
-                      if _number(headers.get(f"x-ratelimit-remaining-{kind}")) == 0]
-            seconds = max([r for r in resets if r is not None], default=fallback)
-        self.paused_until = max(self.paused_until, time.monotonic() + seconds)
-        self.pauses += 1
+        seconds = pause_seconds(headers, fallback)
+        self.pause_for(seconds, time.monotonic())
         return seconds
 
+    def pause_for(self, seconds: float, now: float) -> None:
+        """Send nothing for `seconds` from `now`."""
+        with self._lock:
+            self.paused_until = max(self.paused_until, now + seconds)
+            self.pauses += 1
 
-async def take(bucket: AsyncLimiter, amount: float, waiting: Callable[[], None]) -> None:
-    """Take `amount` from the bucket, a bucketful at a time (a large request waits for several);
-    `waiting()` is called first if it cannot go at once."""
-    while amount > 0:
-        part = min(amount, bucket.max_rate)
-        if not bucket.has_capacity(part):
-            waiting()
-        await bucket.acquire(part)
-        amount -= part
+
+class Limiter(Protocol):
+    """What the OpenAI backend asks of its rate limits: `RateLimits` here, or a limiter shared by
+    many processes (`llmnb.runs.cluster_limits.ClusterLimits`) standing in for it."""
+
+    @property
+    def active(self) -> bool: ...
+
+    async def admit(self, tokens: int, emit: Callable[[str], None]) -> None: ...
+
+    def settle(self, estimated: int, used: int | None) -> None: ...
+
+    def observe(self, headers: Mapping[str, str]) -> None: ...
+
+    def pause(self, headers: Mapping[str, str], fallback: float) -> float: ...
+
+
+class Wait:
+    """A call's wait for the rate limits: "throttled" when it first has to wait, "started" at its end."""
+
+    def __init__(self, emit: Callable[[str], None]):
+        self.emit, self.waited = emit, False
+
+    async def __call__(self, delay: float) -> None:
+        if delay > TOLERANCE:
+            if not self.waited:
+                self.emit("throttled")
+                self.waited = True
+            await asyncio.sleep(delay)
+
+    def end(self) -> None:
+        if self.waited:
+            self.emit("started")
+
+
+def read_headers(headers: Mapping[str, str]) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """The server's limits (kind -> per minute) and budgets (kind -> (remaining, seconds to its
+    reset)) in an answer's x-ratelimit-* headers."""
+    limits, budgets = {}, {}
+    for kind in KINDS:
+        limit = _number(headers.get(f"x-ratelimit-limit-{kind}"))
+        if limit:
+            limits[kind] = limit
+        remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
+        reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
+        if remaining is not None and reset is not None:
+            budgets[kind] = (remaining, reset)
+    return limits, budgets
+
+
+def pause_seconds(headers: Mapping[str, str], fallback: float) -> float:
+    """How long a 429 pauses: Retry-After(-ms), else the reset of the spent limit, else `fallback`."""
+    ms = _number(headers.get("retry-after-ms"))
+    seconds = ms / 1000 if ms is not None else parse_duration(headers.get("retry-after"))
+    if seconds is None:
+        resets = [parse_duration(headers.get(f"x-ratelimit-reset-{kind}")) for kind in KINDS
+                  if _number(headers.get(f"x-ratelimit-remaining-{kind}")) == 0]
+        seconds = max([r for r in resets if r is not None], default=fallback)
+    return seconds
 
 
 def _number(text: str | None) -> float | None:
