@@ -42,7 +42,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 KINDS = ("created", "waiting", "throttled", "started", "first_token", "progress", "keeping", "tools", "stalled",
          "finished", "failed", "cancelled")
@@ -75,6 +75,7 @@ class CallEvent:
     parent: int | None = None  # a tool run: the call_id of the model call that asked for it
     cached: bool = False  # finished with an answer from the cache, nothing sent
     cost: float | None = None  # USD of this call's tokens (for a cached answer: what it would have cost)
+    worker: str | None = None  # the cluster worker that made the call (None: this process)
 
 
 @contextmanager
@@ -114,6 +115,31 @@ def quiet() -> Iterator[None]:
         yield
     finally:
         _listeners.reset(token)
+
+
+def relay() -> Listener:
+    """A listener passing on events of calls made in another process (a cluster's worker) to this
+    context's listeners, as they are now. Each call gets an id of this process, so rows of many
+    workers never mix; `time` must already be on this process's perf_counter clock."""
+    listeners = _listeners.get()
+    ids: dict[tuple[str | None, int], int] = {}
+
+    def passed_on(event: CallEvent) -> None:
+        def local(call_id: int) -> int:
+            key = (event.worker, call_id)
+            if key not in ids:
+                ids[key] = next(_call_ids)
+            return ids[key]
+
+        event = replace(event, call_id=local(event.call_id),
+                        parent=None if event.parent is None else local(event.parent))
+        for listener in listeners:
+            try:
+                listener(event)
+            except Exception as e:  # as in Call.emit: a broken listener never breaks the run
+                warnings.warn(f"llmnb event listener {listener!r} failed: {e!r}", RuntimeWarning, stacklevel=2)
+
+    return passed_on
 
 
 def name_calls(name: str) -> None:
