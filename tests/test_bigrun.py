@@ -40,7 +40,7 @@ def test_cost_and_cached_answers_in_records_summary_and_picture():
     records = tl.records()
     assert set(records[0]) == {"name", "method", "model", "created", "start", "end", "wait", "throttled", "status",
                                "tokens_in", "tokens_out", "error", "ttft", "tokens_per_s", "cached", "cost", "id",
-                               "parent", "tool_wait"}
+                               "parent", "tool_wait", "worker"}
     assert [(r["cached"], r["cost"]) for r in records] == [(False, 0.002), (False, 0.003), (True, 0.004),
                                                             (True, 0.001), (False, None)]
     assert [r["start"] is None for r in records] == [False, False, True, True, True]  # a cached answer never ran

@@ -14,7 +14,7 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
-from llmnb import Models, listen  # noqa: E402
+from llmnb import Models, Timeline, listen  # noqa: E402
 from llmnb.demo_server import REPLY, DemoServer, RateLimit  # noqa: E402
 from llmnb.errors import ConfigError  # noqa: E402
 from llmnb.runs import Run, Task, TaskError  # noqa: E402
@@ -58,7 +58,7 @@ def test_600_rows_share_one_rate_limit_and_a_rerun_sends_nothing(client, tmp_pat
         run = Run.for_each(model, [Task("say", "generate", "Say hello to {x}")], list(range(600)), name="x")
         seen = []
         cluster = Cluster(client)
-        with listen(seen.append):
+        with Timeline(display=False) as timeline, listen(seen.append):
             results = execute(run, cluster)
         sent = server.requests
         assert results.as_list() == [REPLY] * 600 and not results.errors
@@ -68,6 +68,11 @@ def test_600_rows_share_one_rate_limit_and_a_rerun_sends_nothing(client, tmp_pat
         assert len(finished) == 600 and {e.worker for e in finished} == set(cluster.workers)
         assert len({e.call_id for e in finished}) == 600
         assert len(model.cache) == 600  # every turn kept by the driver
+        # one picture: every worker's calls on the driver's timeline, a strip per worker
+        assert {r["worker"] for r in timeline.records()} == set(cluster.workers)
+        assert timeline.summary()["workers"] == 2 and "600 tasks on 2 workers" in timeline.to_text()
+        assert all(f"in flight on {w}"[:38] in timeline.to_text() for w in cluster.workers)
+        assert timeline.to_svg().count('data-name="running"') == 3  # the run's, and one per worker
 
         again = execute(run, Cluster(client))  # the cache answers all: nothing leaves
         assert again.as_list() == results.as_list() and server.requests == sent

@@ -34,11 +34,10 @@ except ImportError as e:  # an optional dependency: say how to get it
 from .. import events, providers
 from ..errors import ConfigError
 from ..per_loop import PerLoop
-from ..timeline import expect_calls
 from .cluster_events import TOPIC, receive
 from .cluster_limits import SharedLimits
 from .cluster_worker import Chunk, ChunkResult, Secret, run_chunk
-from .here import Done, run_tasks
+from .here import Done, expect_calls, run_tasks  # expect_calls: an open timeline's total
 from .missing import find_missing
 from .results import Results, TaskError
 

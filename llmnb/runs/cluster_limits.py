@@ -5,7 +5,8 @@ The limits live on the scheduler (`SharedLimits`, a scheduler plugin: no server 
 one `RateLimits` per limit name, which names the provider's URL, the model, a hash of the API key
 (never the key) and the rpm/tpm given: two notebooks whose models share all four on one scheduler
 share one limit. A worker's model gets a `ClusterLimits` in place of its own: before each request
-it books a moment on the scheduler (one round trip, about a millisecond) and waits for it; what
+it books a moment on the scheduler (one round trip, about a millisecond) and waits for it (the
+moment is a wall-clock time: the machines' clocks must agree, as NTP keeps them); what
 the answers tell (the server's limits, budgets, usage, a 429's pause) goes back one way, batched
 with the worker's other messages to the scheduler.
 """
@@ -44,18 +45,18 @@ class SharedLimits(SchedulerPlugin):
         return self.limits[name]
 
     def book(self, name: str, rpm: float | None, tpm: float | None, tokens: int) -> dict[str, float]:
-        """{"hold": seconds} to ask again after a pause or a spent budget, or {"go": seconds} until
-        the request's booked moment."""
-        limits, now = self._limits(name, rpm, tpm), time.monotonic()
+        """{"hold": seconds} to ask again after a pause or a spent budget, or {"at": the booked
+        moment}, a wall-clock time (time.time()): a reply that comes late does not move it."""
+        limits, now = self._limits(name, rpm, tpm), time.time()
         hold = limits.hold(tokens, now)
-        return {"hold": hold} if hold > 0 else {"go": limits.book(tokens, now)}
+        return {"hold": hold} if hold > 0 else {"at": now + limits.book(tokens, now)}
 
     def learn(self, name: str, rpm: float | None, tpm: float | None, worker: str | None = None,
               limits: dict | None = None, budgets: dict | None = None, used: tuple[int, int] | None = None,
               pause: float | None = None) -> None:
         """What one answer told a worker: the server's limits and budgets, the usage against the
         estimate, or a 429's pause for every worker."""
-        shared, now = self._limits(name, rpm, tpm), time.monotonic()
+        shared, now = self._limits(name, rpm, tpm), time.time()
         if limits or budgets:
             shared.learn(limits or {}, {k: tuple(v) for k, v in (budgets or {}).items()}, now)
         if used is not None:
@@ -79,8 +80,8 @@ class ClusterLimits:
         while True:
             reply = await self.worker.scheduler.llmnb_limit_book(name=self.name, rpm=self.rpm, tpm=self.tpm,
                                                                  tokens=tokens)
-            if "go" in reply:
-                await wait(reply["go"])
+            if "at" in reply:
+                await wait(reply["at"] - time.time())
                 break
             await wait(reply["hold"])
             if reply["hold"] <= TOLERANCE:  # too short for `wait` to sleep: ask again after it

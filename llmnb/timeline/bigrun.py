@@ -99,6 +99,10 @@ def text_lines(progress: Progress, summary: dict, span: float, bar) -> list[str]
         top = max(series[name])
         lines.append(f"{label:<38} |{spark(series[name], top)}| up to {amount(top)} {unit}")
     failed = [("x", (i + 0.2) * seconds, (i + 0.8) * seconds) for i, c in enumerate(columns) if c[2]["failed"]]
+    for worker, strip in progress.workers.items():
+        flight = [c[0] for c in strip.columns(span, width)]
+        lines.append(f"{cut(f'in flight on {worker}', 38):<38} |{spark(flight, max(flight))}| up to "
+                     f"{amount(max(flight))} at once")
     if failed:
         lines.append(f"{'failed':<38} |{bar(failed)}| {progress.ended['failed']:,} in all")
     lines += [f"failed: {cut(f'{name}: {error}', 110)}" for name, error in progress.failures]
@@ -135,6 +139,8 @@ def svg_rows(out: list[str], progress: Progress, summary: dict, y: float, x) -> 
     y += ROW_H
     for label, name, unit in STRIPS:
         y = _strip(out, progress.strip, label, name, unit, y, x)
+    for worker, strip in progress.workers.items():  # a cluster's run: a strip per worker
+        y = _strip(out, strip, escape(cut(f"on {worker}", 30)), "running", "at once", y, x)
     for name, error in progress.failures:
         out.append(f'<text x="{PAD}" y="{y + 12}" fill="{COLOURS["failed"]}">'
                    f'{escape(cut(f"failed: {name}: {error}", 120))}</text>')

@@ -52,6 +52,7 @@ class Row:
     spent: dict[str, float] = field(default_factory=dict)  # seconds in each phase, stretches already over
     parent: int | None = None  # a tool run: the key of the model call's row that asked for it
     stalled: bool = False  # a batch job that has made no progress for long
+    worker: str | None = None  # the cluster worker that made the call (None: this process)
 
     @property
     def name(self) -> str:
@@ -117,6 +118,7 @@ class Progress:
     open: int  # rows of any kind not ended
     strip: StripView
     failures: list[tuple[str, str]]  # the last few: (row name, error)
+    workers: dict[str, StripView] = field(default_factory=dict)  # a cluster's workers: each one's strip
 
     @property
     def total(self) -> int:
@@ -190,6 +192,7 @@ class Recorder:
         self._last_end = 0.0
         self._ttfts = Median()
         self._strip = Strip()
+        self._workers: dict[str, Strip] = {}  # a cluster's workers: each one's calls over time
         self._tool_runs = 0  # rows of calls with a parent: not counted as the program's calls
         self._jobs = 0  # rows of batch jobs: not the program's calls either
         self._ended: Counter[str] = Counter()  # the program's calls, by how they ended
@@ -244,7 +247,9 @@ class Recorder:
 
     def _add(self, event: CallEvent, t: float) -> Row:
         row = self._rows[event.call_id] = Row(event.call_id, event.method, event.label, event.model, created=t,
-                                              parent=event.parent)
+                                              parent=event.parent, worker=event.worker)
+        if event.worker is not None and event.worker not in self._workers:
+            self._workers[event.worker] = Strip()
         self._position[event.call_id] = len(self._order)
         self._order.append(row)
         self._ends.append(math.inf)
@@ -264,6 +269,8 @@ class Recorder:
             self._slope[old] -= 1
             self._sum[old] += t  # its line was now - since; the stretch is over: t - since
         self._strip.move(t, old, phase)
+        if row.worker is not None:
+            self._workers[row.worker].move(t, old, phase)
         if phase is not None:
             row.phases.append((phase, t))
             self._slope[phase] += 1
@@ -293,6 +300,8 @@ class Recorder:
         self._ended[how] += 1
         if how in self._strip.ends:
             self._strip.end(t, how)
+            if row.worker is not None:
+                self._workers[row.worker].end(t, how)
         if status == "failed":
             self._failures.append((row.name, error or "failed"))
 
@@ -336,6 +345,8 @@ class Recorder:
         out = {"tasks": len(self._order) - self._tool_runs - self._jobs, "tool_runs": self._tool_runs, "wall": 0.0,
                "busy": 0.0, "speedup": 0.0, "ttft_median": None, "throttled": 0.0, "cached": self._ended["cached"],
                "cost": money["spent"], "saved": money["saved"], **({"jobs": self._jobs} if self._jobs else {})}
+        if self._workers:  # a cluster's run: how many workers made its calls
+            out["workers"] = len(self._workers)
         if not self._order:
             return out
         last = max(self._last_end, now) if self._open else self._last_end
@@ -364,4 +375,5 @@ class Recorder:
 
     def _progress(self, now: float) -> Progress:
         calls = len(self._order) - self._tool_runs - self._jobs
-        return Progress(calls, self.expected, +self._ended, self._open, self._strip.snapshot(now), list(self._failures))
+        return Progress(calls, self.expected, +self._ended, self._open, self._strip.snapshot(now), list(self._failures),
+                        {worker: strip.snapshot(now) for worker, strip in self._workers.items()})

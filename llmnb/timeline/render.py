@@ -81,7 +81,8 @@ def summary_line(view: View) -> str:
         details += f" · {cost_text(s)}"
     tools = f" and {plural(s['tool_runs'], 'tool run')}" if s.get("tool_runs") else ""
     tools += f" in {plural(s['jobs'], 'batch job')}" if s.get("jobs") else ""
-    return (f"{plural(s['tasks'], 'task')}{tools}{extra} · wall {s['wall']:.2f} s"
+    where = f" on {plural(s['workers'], 'worker')}" if s.get("workers") else ""  # a cluster's run
+    return (f"{plural(s['tasks'], 'task')}{tools}{where}{extra} · wall {s['wall']:.2f} s"
             f" · sum of task times {s['busy']:.2f} s{details} · ratio {s['speedup']:.2f}x")
 
 

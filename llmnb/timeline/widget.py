@@ -155,8 +155,9 @@ class Timeline:
         status, tokens_in, tokens_out, error, ttft (seconds from start to
         the first token, None when unknown), tokens_per_s (output tokens over the time after the
         first token), cached (answered from the cache), cost (USD, None when the price is unknown;
-        for a cached answer, what it would have cost), id, and parent (for a tool run, the id of the
-        model call that asked for it)."""
+        for a cached answer, what it would have cost), id, parent (for a tool run, the id of the
+        model call that asked for it) and worker (the cluster worker that made the call; None: this
+        process)."""
         if self._recorder is None:
             return []
         now = self._now()
@@ -165,7 +166,7 @@ class Timeline:
                  "tool_wait": r.time_in("tools", now),
                  "status": r.status, "tokens_in": r.tokens_in, "tokens_out": r.tokens_out, "error": r.error,
                  "ttft": r.ttft(), "tokens_per_s": r.tokens_per_s(now), "cached": r.cached, "cost": r.cost,
-                 "id": r.key, "parent": r.parent}
+                 "id": r.key, "parent": r.parent, "worker": r.worker}
                 for r in self._recorder.rows()]
 
     def summary(self) -> dict:
