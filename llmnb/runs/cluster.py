@@ -37,7 +37,7 @@ from ..per_loop import PerLoop
 from .cluster_events import TOPIC, receive
 from .cluster_limits import SharedLimits
 from .cluster_worker import Chunk, ChunkResult, Secret, run_chunk
-from .here import Done, expect_calls, run_tasks  # expect_calls: an open timeline's total
+from .here import Done, run_tasks
 from .missing import find_missing
 from .results import Results, TaskError
 
@@ -121,7 +121,7 @@ class Cluster:
                         min(per_worker, size), secret_of(run.model)) for i in range(0, len(tasks), size)]
         self.workers = {}
         client.subscribe_topic(TOPIC + run_id, receive(events.relay(), self.workers))
-        expect_calls(len(tasks))
+        events.expect_calls(len(tasks))  # an open timeline shows the run's progress out of this total
         start = time.time()
         futures = [client.submit(run_chunk, chunk, key=chunk.key, pure=False) for chunk in chunks]
         by_key = {chunk.key: chunk for chunk in chunks}
