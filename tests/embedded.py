@@ -9,9 +9,28 @@ running into it: `cut_off` tells the documented error of that from any other fai
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from llmnb.errors import ExtractError, ModelCallError
 
 LABELS = ("spam", "not spam")
+
+
+@dataclass(frozen=True)
+class CutOff:
+    """An answer cut off at max_tokens, as a value: two runs of one greedy call agree on it too."""
+
+    raw: str
+
+
+async def outcome(awaitable):
+    """What `awaitable` gives, or CutOff(raw text) when it raises the error of a cut-off answer."""
+    try:
+        return await awaitable
+    except (ExtractError, ModelCallError) as e:
+        if not cut_off(e):
+            raise
+        return CutOff(getattr(e, "raw", "") or "")
 
 
 def cut_off(outcome: object) -> bool:

@@ -372,10 +372,12 @@ def test_first_structured_calls_of_a_local_model_do_not_block_the_loop():
             with Timeline(display=False) as tl:
                 names, label = await asyncio.gather(
                     model.extract_async(list[str], "Name two fruits.", max_tokens=40),
-                    model.classify_async(["spam", "not spam"], "Win a free phone now!"))
+                    model.classify_async(["spam", "not spam"], "Win a free phone now!"), return_exceptions=True)
             return tl, names, label
         tl, names, label = asyncio.run(main())
-        assert isinstance(names, list) and label in ("spam", "not spam")
+        # a plain list may run on to max_tokens: the one error allowed
+        assert isinstance(names, list) or "cut off at max_tokens" in str(names), names
+        assert label in ("spam", "not spam")
         print(repr(tl.lags))
     """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
