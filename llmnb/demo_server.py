@@ -75,28 +75,31 @@ class Streamed:
     include_usage: bool = False
 
     def events(self) -> list[bytes]:
-        return [f"data: {json.dumps(c)}\n\n".encode() for c in self.answer.chunks(self.include_usage)] + \
-            [b"data: [DONE]\n\n"]
+        chunks = [f"data: {json.dumps(c)}\n\n".encode() for c in self.answer.chunks(self.include_usage)]
+        return [*chunks, b"data: [DONE]\n\n"]
 
 
 class DemoServer:
     """The server: HTTP/1.1 with keep-alive, each request answered after `latency` (and
     `per_token` a token), `rate_limit` in front, on an event loop of its own in a daemon thread.
+    What it answers is `answers`' (by default `Answers(reply, tool_rounds)`).
 
     Counters, for what a test or a notebook wants to see: `requests` (received), `in_flight` and
     `max_in_flight` (being answered now, and at most so far), `closed_early` (answers the client
     hung up on before their end).
 
-    A subclass (the tests' fault server) may override three steps of an answer, and must keep
-    their contracts: the server's counters, the latency before `respond` and the keep-alive
-    framing are the caller's business.
-    - `respond(body, headers)`: the answer to a request (body and headers as received): (status,
-      headers, payload), payload the bytes of the body or a `Streamed`; or None to close the
-      connection unanswered. It may wait (a slow or hung server). `deliver` packs an `Answer`.
-    - `send(writer, head, payload)`: write a whole answer (head and body); it may send it slowly.
-    - `send_event(writer, stream, index, event, hangup)`: write one event of a stream (index 0 is
-      the role chunk, then one per token); False ends the stream there (a cut or stalled stream;
-      `hangup` completes when the client closes the connection).
+    A subclass (the tests' fault server) may override three steps of an answer. The latency, the
+    counters and the reading of requests stay the server's; what each step must keep:
+    - `respond(body, headers)`: the answer to a request (its JSON body and lower-cased headers),
+      called once the latency has passed: (status, headers, payload), payload the body's bytes or
+      a `Streamed` (`deliver` makes either from an `Answer`); or None to close the connection
+      unanswered. It may take its time (a slow or hung server).
+    - `send(writer, head, payload)`: write all of `head` and `payload` (the head's Content-Length
+      counts the payload), as slowly as it likes.
+    - `send_event(writer, stream, index, event, hangup)`: write `event` as one chunk of the
+      chunked body (as this one does) and return True, or return False to end the stream there
+      and close its connection (index 0 is the role chunk, then one per token; `hangup` completes
+      when the client closes the connection).
     """
 
     def __init__(self, latency: float = 0.5, per_token: float = 0.0, port: int = 0, reply: str = REPLY,

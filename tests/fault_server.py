@@ -9,7 +9,8 @@ example of the tool's parameter schema (`answers.tool_arguments[name]` sets them
 the next scripted turn (`script_tools(turn, ...)`, each turn a list of (name, arguments)); a
 request whose messages end with tool results gets text that repeats them ("Tool results:
 id=content; ..."). `answers=Answers()` gives it the demo server's own answers instead.
-`NumberedServer` numbers its plain answers. `remote(server)` is a model on any of them.
+`NumberedServer` numbers its plain answers; `EchoServer` repeats each request's last user message
+(the Batch API tests' upstream). `remote(server)` is a model on any of them.
 """
 
 from __future__ import annotations
