@@ -29,6 +29,18 @@ def fault_server():
         yield server
 
 
+@pytest.fixture(scope="module")
+def ip():
+    """An IPython shell with llmnb's magics loaded; its namespace is reset after each module."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.testing.globalipapp import start_ipython
+
+    shell = start_ipython() or InteractiveShell.instance()  # started once per process; later modules share it
+    shell.run_cell("%load_ext llmnb", store_history=False)
+    yield shell
+    shell.run_cell("%reset -f", store_history=False)
+
+
 @pytest.fixture
 def sigint_raises():
     """Ctrl-C raises KeyboardInterrupt, as in a kernel or a terminal. A process started in the

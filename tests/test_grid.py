@@ -91,17 +91,6 @@ def test_compare_refuses_what_it_cannot_lay_out(demo):
 
 # -- the magic ---------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def ip():
-    from IPython.core.interactiveshell import InteractiveShell
-    from IPython.testing.globalipapp import start_ipython
-
-    shell = start_ipython() or InteractiveShell.instance()
-    shell.run_cell("%load_ext llmnb", store_history=False)
-    yield shell
-    shell.run_cell("%reset -f", store_history=False)
-
-
 def test_magic_runs_every_line_on_each_model(ip, demo, capsys):
     with DemoServer(latency=0.05, reply="Paris.") as other:
         ip.user_ns.update(a=demo, b=Models.create("openai:other", base_url=other.base_url, api_key="k"))

@@ -18,17 +18,6 @@ label ? spam | not spam: I am a Nigerian prince and will make you very rich!
 """
 
 
-@pytest.fixture(scope="module")
-def ip():
-    from IPython.core.interactiveshell import InteractiveShell
-    from IPython.testing.globalipapp import start_ipython
-
-    shell = start_ipython() or InteractiveShell.instance()  # started once per process; later modules share it
-    shell.run_cell("%load_ext llmnb", store_history=False)
-    yield shell
-    shell.run_cell("%reset -f", store_history=False)
-
-
 def run(ip, cell):
     result = ip.run_cell(cell, store_history=False)
     return result
