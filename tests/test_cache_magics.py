@@ -3,12 +3,9 @@ summary line says where the answers came from, --refresh asks again."""
 
 from __future__ import annotations
 
-import test_magics
 from fault_server import NumberedServer
 
 from llmnb import Models
-
-ip = test_magics.ip  # the IPython shell fixture, shared
 
 
 def test_copies_are_samples_kept_and_refreshed(ip, tmp_path, capsys):
