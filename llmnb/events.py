@@ -36,6 +36,7 @@ Times come from `time.perf_counter()` (monotonic, high resolution).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 import warnings
@@ -43,6 +44,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
+from typing import Any
 
 KINDS = ("created", "waiting", "throttled", "started", "first_token", "progress", "keeping", "tools", "stalled",
          "finished", "failed", "cancelled")
@@ -169,6 +172,13 @@ class Call:
         self.cost: float | None = 0.0  # USD of those turns (None once a turn's price is not known)
         self.emit("created")
 
+    def sources(self) -> dict[str, Any]:
+        """What a model call's `finished` event adds: answered from the cache only, and the cost;
+        nothing for a call that made no model turn (a tool run, an awaitable a timeline tracks)."""
+        if not self.sent and not self.from_cache:
+            return {}
+        return {"cached": self.from_cache > 0 and not self.sent, "cost": self.cost}
+
     def emit(self, kind: str, **details) -> None:
         if not self._listeners:
             return
@@ -179,3 +189,25 @@ class Call:
                 listener(event)
             except Exception as e:  # a broken listener must never break the model call
                 warnings.warn(f"llmnb event listener {listener!r} failed: {e!r}", RuntimeWarning, stacklevel=2)
+
+
+def error_line(e: BaseException) -> str:
+    """A failure as a `failed` event's error: "TypeName: message"."""
+    return f"{type(e).__name__}: {e}"
+
+
+@contextmanager
+def reported(call: Call, counts: object = SimpleNamespace(),
+             error: Callable[[Exception], str] = error_line) -> Iterator[None]:
+    """Report how the block's call ends: `cancelled` (also an async generator closed before its
+    end), `failed` with `error(e)`, or `finished` with the call's `sources()`. Each carries the
+    fields of `counts` (token counts, read at the end: they grow while the call runs)."""
+    try:
+        yield
+    except (asyncio.CancelledError, GeneratorExit):
+        call.emit("cancelled", **vars(counts))
+        raise
+    except Exception as e:
+        call.emit("failed", **vars(counts), error=error(e))
+        raise
+    call.emit("finished", **vars(counts), **call.sources())

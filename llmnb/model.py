@@ -3,24 +3,22 @@ plain names are generic synchronous wrappers made by `sync_twin`."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import functools
 import inspect
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
 from . import cache as answer_cache
 from . import sync
 from .backends.base import Backend, Completion, Delta, Generation, Request, join
-from .errors import ExtractError
-from .events import Call, excerpt
+from .events import Call, excerpt, reported
 from .prices import Price
 from .structured import Target, labels_type, target_for
 from .thread import Thread, label_of, messages_for
-from .tool_loop import MAX_STEPS, ToolLoop
+from .tool_loop import ToolLoop
+from .tools import MAX_STEPS, Toolbox
 
 if TYPE_CHECKING:
     from .registry import Recipe
@@ -35,7 +33,6 @@ EXTRACT_INST = (
     "as many items as asked."
 )
 CLASSIFY_INST = 'Classify the user\'s text. Answer only with JSON: {{"value": one of {labels}}}.'
-REASK = "That answer was not valid: {error}. Answer again, only with JSON that matches the schema."
 
 
 def sync_twin(async_method):
@@ -103,8 +100,8 @@ class Model:
         """Free text answer to `prompt`: a str, a list of {"role": ..., "content": ...} messages, or
         an `llmnb.Thread`. `inst` is a system instruction. `refresh=True` (on every method) asks
         the model again even when the answer cache holds an answer, and keeps the new one."""
-        gen, turns = Generation(max_tokens, temperature, seed), ToolLoop(prompt, tools, tool_choice, max_steps)
-        return await self._run("generate", prompt, None, inst, gen, 0, None, turns, refresh)
+        return await self._run("generate", prompt, inst=inst, gen=Generation(max_tokens, temperature, seed),
+                               toolbox=Toolbox(tools, tool_choice, max_steps), refresh=refresh)
 
     async def extract_async(self, target: type[T] | Any, prompt: Prompt, *, inst: str | None = None,
                             retries: int = 0, max_tokens: int | None = None, temperature: float | None = None,
@@ -117,9 +114,10 @@ class Model:
         the raw text. `retries=N` asks the model again up to N times, telling it what was wrong.
         With tools, the type is that of the final answer.
         """
-        gen, turns = Generation(max_tokens, temperature, seed), ToolLoop(prompt, tools, tool_choice, max_steps)
-        return await self._run("extract", prompt, target_for(target), inst, gen, retries, EXTRACT_INST, turns,
-                               refresh)
+        toolbox = Toolbox(tools, tool_choice, max_steps)
+        return await self._run("extract", prompt, inst=inst, gen=Generation(max_tokens, temperature, seed),
+                               toolbox=toolbox, retries=retries, refresh=refresh, target=target_for(target),
+                               guide=EXTRACT_INST)
 
     async def classify_async(self, labels: Any, prompt: Prompt, *, inst: str | None = None,
                              retries: int = 0, max_tokens: int | None = None, temperature: float | None = None,
@@ -135,9 +133,9 @@ class Model:
         names = [m.value for m in label_type] if is_enum else get_args(label_type)
         guide = CLASSIFY_INST.format(labels=", ".join(f'"{n}"' for n in names))
         gen = Generation(max_tokens, temperature, seed).over(self.defaults).over(Generation(temperature=0))
-        turns = ToolLoop(prompt, tools, tool_choice, max_steps)
-        return await self._run("classify", prompt, target_for(label_type), inst, gen, retries, guide, turns,
-                               refresh)
+        toolbox = Toolbox(tools, tool_choice, max_steps)
+        return await self._run("classify", prompt, inst=inst, gen=gen, toolbox=toolbox, retries=retries,
+                               refresh=refresh, target=target_for(label_type), guide=guide)
 
     async def stream_async(self, prompt: Prompt, *, inst: str | None = None, max_tokens: int | None = None,
                            temperature: float | None = None, seed: int | None = None, tools: Sequence = (),
@@ -152,10 +150,10 @@ class Model:
         model's `timeout=` bounds the wait for the first piece and each wait for the next. With
         tools, the turns that ask for tools run them and the answer streams.
         """
-        turns = ToolLoop(prompt, tools, tool_choice, max_steps)
-        gen, call = self._prepare("stream", prompt, inst, Generation(max_tokens, temperature, seed), turns)
-        with reported(call, Tally()) as tally:
-            pieces_of = turns.stream(lambda r: self._send_stream(r, call, refresh), gen, tally)
+        turns = self._start("stream", prompt, inst, Toolbox(tools, tool_choice, max_steps))
+        gen = self._over_defaults(Generation(max_tokens, temperature, seed))
+        with reported(turns.call, turns.tally):
+            pieces_of = turns.stream(lambda r: self._send_stream(r, turns.call, refresh), gen)
             async with contextlib.aclosing(pieces_of) as pieces:
                 async for piece in pieces:
                     yield piece
@@ -181,13 +179,13 @@ class Model:
 
     async def _send_stream(self, request: Request, call: Call,
                            refresh: bool = False) -> AsyncGenerator[Delta, None]:
-        """`_send` for a streamed turn: a kept answer comes as one piece; a streamed answer is
-        kept once it is complete, before the stream ends."""
+        """`_send` for a streamed turn: its deltas as they come, then the `Completion` they add up
+        to. A kept answer comes as one piece; a streamed answer is kept once it is complete,
+        before the stream ends."""
         async with answer_cache.turn(self.cache, self.backend, request, refresh, call) as turn:
             if turn.hit is not None:
                 completion = turn.hit
-                yield Delta(completion.text, completion.tokens_in, completion.tokens_out, completion.finish,
-                            completion.tool_calls)
+                yield Delta(completion.text)
             else:
                 deltas = []
                 async with contextlib.aclosing(self.backend.run_stream(request, call)) as stream:
@@ -197,6 +195,7 @@ class Model:
                 completion = join(deltas)
                 await turn.keep(completion)
         self._count(call, completion, cached=turn.hit is not None)
+        yield completion
 
     def _count(self, call: Call, completion: Completion, cached: bool) -> None:
         """Add one turn to the call's sources and cost (reported with its `finished` event)."""
@@ -207,63 +206,27 @@ class Model:
         cost = None if self.price is None else self.price.cost(completion.tokens_in, completion.tokens_out)
         call.cost = None if cost is None or call.cost is None else call.cost + cost
 
-    def _prepare(self, method: str, prompt: Prompt, inst: str | None, gen: Generation, turns: ToolLoop,
-                 guide: str | None = None) -> tuple[Generation, Call]:
-        """The messages to send (into `turns`), the settings laid over the defaults, and the call's reporter."""
+    def _start(self, method: str, prompt: Prompt, inst: str | None, toolbox: Toolbox,
+               guide: str | None = None) -> ToolLoop:
+        """The call's tool loop, from the messages to send and the call's reporter."""
         messages = messages_for(prompt, inst, guide)
-        call = turns.begin(messages, Call(method, excerpt(label_of(messages)), self.name))
-        return gen.over(self.defaults).over(self.backend.defaults), call
+        call = Call(method, excerpt(label_of(messages)), self.name)
+        return ToolLoop(messages, call, toolbox, thread=prompt if isinstance(prompt, Thread) else None,
+                        streamed=method == "stream")
 
-    async def _run(self, method: str, prompt: Prompt, target: Target | None, inst: str | None,
-                   gen: Generation, retries: int, guide: str | None, turns: ToolLoop, refresh: bool = False) -> Any:
-        gen, call = self._prepare(method, prompt, inst, gen, turns, guide)
-        schema = target.schema if target else None
-        with reported(call, Tally(0, 0)) as tally:
-            for attempt in range(retries + 1):
-                completion = await turns.complete(lambda r: self._send(r, call, refresh), gen, schema, tally)
-                try:
-                    value = completion.text if target is None else parse(target, completion, gen)
-                except ExtractError as e:
-                    if attempt == retries:
-                        raise
-                    turns.messages += ({"role": "assistant", "content": completion.text},
-                                       {"role": "user", "content": REASK.format(error=e)})
-                    continue
-                turns.record()
-                return value
+    def _over_defaults(self, gen: Generation) -> Generation:
+        """A call's settings, laid over the model's defaults and the backend's."""
+        return gen.over(self.defaults).over(self.backend.defaults)
 
-
-@dataclass
-class Tally:
-    """A call's token counts so far (None: not known)."""
-
-    tokens_in: int | None = None
-    tokens_out: int | None = None
-
-
-@contextlib.contextmanager
-def reported(call: Call, tally: Tally) -> Iterator[Tally]:
-    """Report how the call inside ends: finished, failed (with a short error) or cancelled (also
-    when a stream is closed before its end), with the token counts of `tally`."""
-    try:
-        yield tally
-    except (asyncio.CancelledError, GeneratorExit):
-        call.emit("cancelled", **vars(tally))
-        raise
-    except Exception as e:
-        call.emit("failed", **vars(tally), error=f"{type(e).__name__}: {e}")
-        raise
-    call.emit("finished", **vars(tally), cached=call.from_cache > 0 and not call.sent, cost=call.cost)
-
-
-def parse(target: Target, completion: Completion, gen: Generation) -> Any:
-    """The validated value of a structured answer. An answer cut off at max_tokens is said to be
-    so: its JSON error ("EOF while parsing") would not tell what to change."""
-    try:
-        return target.parse(completion.text)
-    except ExtractError as e:
-        if completion.finish != "length":
-            raise
-        limit = f"max_tokens={gen.max_tokens}" if gen.max_tokens is not None else "the server's length limit"
-        raise ExtractError(f"the answer was cut off at {limit} before it was complete; raise max_tokens= "
-                           "(the raw text is in .raw)", raw=e.raw, target=e.target) from e
+    async def _run(self, method: str, prompt: Prompt, *, inst: str | None, gen: Generation, toolbox: Toolbox,
+                   retries: int = 0, refresh: bool = False, target: Target | None = None,
+                   guide: str | None = None) -> Any:
+        """A call answered whole: its text, or with a `target` its validated value. `toolbox` holds
+        the tools, tool_choice and max_steps, checked; `retries` re-asks an answer that does not
+        validate; `refresh` asks again even when the answer cache holds the answer."""
+        turns = self._start(method, prompt, inst, toolbox, guide)
+        with reported(turns.call, turns.tally):
+            value = await turns.answer(lambda r: self._send(r, turns.call, refresh), self._over_defaults(gen),
+                                       target, retries)
+            turns.record()
+        return value

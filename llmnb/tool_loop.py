@@ -1,5 +1,6 @@
 """The tool loop of one model call: model turn -> the turn's tool calls, run at once -> their
-results back as "tool" messages -> the next model turn, until the model answers without tools.
+results back as "tool" messages -> the next model turn, until the model answers without tools;
+then, for `extract` and `classify`, the answer's validation and the re-asks of `retries=`.
 
 Each turn is its own request, sent through the model's `_send` / `_send_stream`, so an answer
 cache there sees every turn as the request it is (tools run for real each time). `tool_choice`
@@ -14,40 +15,50 @@ import itertools
 import warnings
 from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .backends.base import Completion, Delta, Generation, Request, ToolCall
-from .errors import ConfigError, MaxStepsError
+from .errors import ExtractError, MaxStepsError
 from .events import Call
+from .structured import Target
 from .thread import Thread
 from .tools import Toolbox, run_calls
 
-MAX_STEPS = 10  # model turns of one call's tool loop, as openai-agents' max_turns
+REASK = "That answer was not valid: {error}. Answer again, only with JSON that matches the schema."
 _ids = itertools.count(1)
 
 
-class ToolLoop:
-    """One call's turns: the messages so far, the tools, and what the model asked for."""
+@dataclass
+class Tally:
+    """A call's token counts so far (None: not known)."""
 
-    def __init__(self, prompt: Any, tools: Any = (), tool_choice: str = "auto", max_steps: int = MAX_STEPS):
-        """Checks the tools and settings before the call is made."""
-        self.toolbox = Toolbox(tools or ())
-        if max_steps < 1:
-            raise ConfigError(f"max_steps must be at least 1 (model turns in the tool loop), not {max_steps}")
-        self.choice = self.toolbox.choice(tool_choice)
-        self.max_steps = max_steps
-        self.thread = prompt if isinstance(prompt, Thread) else None
-        self.thread_length = len(prompt) if self.thread is not None else 0
-        self.messages: tuple[dict, ...] = ()
-        self.start = 0
-        self.call: Call | None = None  # the model call: the tools' parent
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+
+    def add(self, turn: Delta) -> None:
+        """Add a turn's counts (a count stays None while no turn reported one)."""
+        if turn.tokens_in is not None:
+            self.tokens_in = (self.tokens_in or 0) + turn.tokens_in
+        if turn.tokens_out is not None:
+            self.tokens_out = (self.tokens_out or 0) + turn.tokens_out
+
+
+class ToolLoop:
+    """One call's turns: the messages so far, the tools, what the model asked for and the tokens
+    its turns took."""
+
+    def __init__(self, messages: tuple[dict, ...], call: Call, toolbox: Toolbox, *, thread: Thread | None = None,
+                 streamed: bool = False):
+        """Start from the prompt's `messages`, as the model call `call` (the tools' parent). With
+        a `thread` (the prompt), the exchange is appended to it by `record`."""
+        self.messages, self.start, self.call, self.toolbox = messages, len(messages), call, toolbox
+        self.thread = thread
+        self.thread_length = len(thread) if thread is not None else 0
         self.steps = 0
         self.asked: Counter[str] = Counter()
-
-    def begin(self, messages: tuple[dict, ...], call: Call) -> Call:
-        """Start from the prompt's `messages`, as the model call `call`."""
-        self.messages, self.start, self.call = messages, len(messages), call
-        return call
+        # a call answered whole counts from 0; a stream's counts stay None until a turn gives one
+        self.tally = Tally() if streamed else Tally(0, 0)
 
     @property
     def exchange(self) -> tuple[dict, ...]:
@@ -57,57 +68,70 @@ class ToolLoop:
 
     def request(self, gen: Generation, schema: dict | None) -> Request:
         return Request(self.messages, gen, schema=schema, tools=self.toolbox.specs,
-                       tool_choice=self.choice if self.steps == 0 else None)
+                       tool_choice=self.toolbox.first_choice if self.steps == 0 else None)
 
-    async def complete(self, send: Callable[[Request], Awaitable[Completion]], gen: Generation,
-                       schema: dict | None, tally) -> Completion:
-        """Model turns until one answers without tools; that turn's completion. Token counts of
-        every turn add up in `tally`."""
-        while True:
-            completion = await send(self.request(gen, schema))
-            count(tally, completion.tokens_in, completion.tokens_out)
-            if not await self.ran_tools(completion):
-                return completion
+    async def answer(self, send: Callable[[Request], Awaitable[Completion]], gen: Generation,
+                     target: Target | None = None, retries: int = 0) -> Any:
+        """The call's value: the text of the turn that answers without tools or, with a `target`,
+        its validated value. An answer that does not validate goes back to the model with what was
+        wrong, up to `retries` times, and the loop runs again from there."""
+        schema = target.schema if target else None
+        for attempt in range(retries + 1):
+            while True:  # model turns until one answers without tools
+                completion = await send(self.request(gen, schema))
+                self.tally.add(completion)
+                if not self.wants_tools(completion):
+                    break
+                await self.run_tools(completion)
+            if target is None:
+                return completion.text
+            try:
+                return parse(target, completion, gen)
+            except ExtractError as e:
+                if attempt == retries:
+                    raise
+                self.messages += ({"role": "assistant", "content": completion.text},
+                                  {"role": "user", "content": REASK.format(error=e)})
+        return None  # retries below 0: no turn is asked for
 
-    async def stream(self, send: Callable[[Request], AsyncGenerator[Delta, None]], gen: Generation,
-                     tally) -> AsyncGenerator[str, None]:
-        """`complete` for a stream: the text of every turn as it arrives. A turn that asks for
-        tools seldom writes text; when it does (a preamble), a blank line parts it from the next."""
+    async def stream(self, send: Callable[[Request], AsyncGenerator[Delta, None]],
+                     gen: Generation) -> AsyncGenerator[str, None]:
+        """`answer` for a stream: the text of every turn as it arrives. `send` yields a turn's
+        deltas, then the `Completion` they add up to. A turn that asks for tools seldom writes
+        text; when it does (a preamble), a blank line parts it from the next."""
         apart = False
         while True:
-            text: list[str] = []
-            calls: list[ToolCall] = []
-            sizes: tuple[int | None, int | None] = (None, None)  # the turn's counts so far: the last hold
-            async with contextlib.aclosing(send(self.request(gen, None))) as deltas:
-                async for delta in deltas:
-                    if delta.tokens_in is not None or delta.tokens_out is not None:
-                        sizes = (delta.tokens_in, delta.tokens_out)
-                    calls.extend(delta.tool_calls)
-                    if delta.text:
+            wrote = False
+            async with contextlib.aclosing(send(self.request(gen, None))) as pieces:
+                async for piece in pieces:
+                    if isinstance(piece, Completion):  # the turn, whole, after its pieces
+                        turn = piece
+                    elif piece.text:
                         if apart:
                             yield "\n\n"
                             apart = False
-                        text.append(delta.text)
-                        yield delta.text
-            count(tally, *sizes)
-            if not await self.ran_tools(Completion("".join(text), tool_calls=tuple(calls))):
+                        wrote = True
+                        yield piece.text
+            self.tally.add(turn)
+            if not self.wants_tools(turn):
                 return
-            apart = apart or bool(text)
+            await self.run_tools(turn)
+            apart = apart or wrote
 
-    async def ran_tools(self, completion: Completion) -> bool:
-        """Run the tools `completion` asks for and add the turn and the results to the messages;
-        False when it asks for none (the answer)."""
-        if not completion.tool_calls or not self.toolbox:
-            return False
+    def wants_tools(self, completion: Completion) -> bool:
+        """Whether the turn asks for tools; if not, it is the answer."""
+        return bool(completion.tool_calls) and bool(self.toolbox)
+
+    async def run_tools(self, completion: Completion) -> None:
+        """Run the tools `completion` asks for and add the turn and the results to the messages."""
         self.steps += 1
         calls = [c if c.id else ToolCall(f"call_{next(_ids)}", c.name, c.arguments) for c in completion.tool_calls]
         self.asked.update(c.name for c in calls)
-        if self.steps >= self.max_steps:
+        if self.steps >= self.toolbox.max_steps:
             asked = ", ".join(f"{name} ({n}x)" for name, n in self.asked.most_common())
             raise MaxStepsError(f"the model still asked for tools at its turn {self.steps} of max_steps="
-                                f"{self.max_steps} (it asked for {asked}); raise max_steps=, or check what the "
-                                "tools return", asked=dict(self.asked), messages=self.messages)
-        assert self.call is not None, "begin() makes the call first"
+                                f"{self.toolbox.max_steps} (it asked for {asked}); raise max_steps=, or check what "
+                                "the tools return", asked=dict(self.asked), messages=self.messages)
         self.call.emit("tools")  # the call's row shows the wait between its turns
         results = await run_calls(calls, self.toolbox, self.call)
         turn = {"role": "assistant", "content": completion.text or None,
@@ -115,7 +139,6 @@ class ToolLoop:
                                for c in calls]}
         self.messages += (turn, *({"role": "tool", "tool_call_id": c.id, "content": r}
                                   for c, r in zip(calls, results, strict=True)))
-        return True
 
     def record(self) -> None:
         """Append the exchange to the prompt when it is a Thread (see `Thread`)."""
@@ -128,9 +151,14 @@ class ToolLoop:
         self.thread._extend(self.exchange)
 
 
-def count(tally, tokens_in: int | None, tokens_out: int | None) -> None:
-    """Add a turn's token counts to the call's (a count stays None while no turn reported one)."""
-    if tokens_in is not None:
-        tally.tokens_in = (tally.tokens_in or 0) + tokens_in
-    if tokens_out is not None:
-        tally.tokens_out = (tally.tokens_out or 0) + tokens_out
+def parse(target: Target, completion: Completion, gen: Generation) -> Any:
+    """The validated value of a structured answer. An answer cut off at max_tokens is said to be
+    so: its JSON error ("EOF while parsing") would not tell what to change."""
+    try:
+        return target.parse(completion.text)
+    except ExtractError as e:
+        if completion.finish != "length":
+            raise
+        limit = f"max_tokens={gen.max_tokens}" if gen.max_tokens is not None else "the server's length limit"
+        raise ExtractError(f"the answer was cut off at {limit} before it was complete; raise max_tokens= "
+                           "(the raw text is in .raw)", raw=e.raw, target=e.target) from e

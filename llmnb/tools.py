@@ -37,9 +37,10 @@ import pydantic_core
 
 from .backends.base import ToolCall
 from .errors import ConfigError, SchemaError
-from .events import Call
+from .events import Call, reported
 from .per_loop import PerLoop
 
+MAX_STEPS = 10  # model turns of one call's tool loop, as openai-agents' max_turns
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what OpenAI accepts as a function name
 ERROR_WIDTH = 500  # a tool's error goes back to the model, cut to this many characters
 # Sync tools run in llmnb's own pool: the loop's default executor has only cores + 4 workers (6 on
@@ -161,18 +162,23 @@ def as_tool(item: Any) -> Tool:
 
 
 class Toolbox:
-    """The tools of one call, by name, checked: unique names, a valid `tool_choice`."""
+    """The tools of one call, by name, and how its tool loop may use them, checked before anything
+    is sent: unique names, `max_steps` (model turns), `first_choice` (the first turn's tool_choice)."""
 
-    def __init__(self, tools: Iterable[Any]):
+    def __init__(self, tools: Iterable[Any] | None, tool_choice: str = "auto", max_steps: int = MAX_STEPS):
         if isinstance(tools, str) or callable(tools):
             raise ConfigError("tools= takes a list of functions, e.g. tools=[weather, search]")
         self.tools: dict[str, Tool] = {}
-        for item in tools:
+        for item in tools or ():
             t = as_tool(item)
             if t.name in self.tools:
                 raise ConfigError(f"two tools are named {t.name}; rename one, or pass tool(f, name=...)")
             self.tools[t.name] = t
         self.specs = tuple(t.spec for t in self.tools.values())
+        if max_steps < 1:
+            raise ConfigError(f"max_steps must be at least 1 (model turns in the tool loop), not {max_steps}")
+        self.max_steps = max_steps
+        self.first_choice = self.choice(tool_choice)
 
     def __bool__(self) -> bool:
         return bool(self.tools)
@@ -214,25 +220,23 @@ async def run_one(call: ToolCall, toolbox: Toolbox, parent: Call) -> str:
     """One tool call, reported as a call of its own; its result or error as text for the model."""
     reporter = Call("tool", call.name, parent.model, parent=parent.id)
     try:
-        t = toolbox.tools.get(call.name)
-        if t is None:
-            raise UnknownTool(f"no tool is named {call.name!r}; the tools are {', '.join(toolbox.tools)}")
-        kwargs = t.validate(call.arguments)
-        if t.max_concurrency:
-            reporter.emit("waiting")
-        async with t._gate():
-            reporter.emit("started")
-            value = await t._invoke(kwargs)
-        text = result_text(value)
-    except asyncio.CancelledError:
-        reporter.emit("cancelled")
-        raise
+        with reported(reporter, error=error_text):
+            return await _run(call, toolbox, reporter)
     except Exception as e:  # the model reads what went wrong and may try again
-        text = error_text(e)
-        reporter.emit("failed", error=text)
-        return text
-    reporter.emit("finished")
-    return text
+        return error_text(e)
+
+
+async def _run(call: ToolCall, toolbox: Toolbox, reporter: Call) -> str:
+    t = toolbox.tools.get(call.name)
+    if t is None:
+        raise UnknownTool(f"no tool is named {call.name!r}; the tools are {', '.join(toolbox.tools)}")
+    kwargs = t.validate(call.arguments)
+    if t.max_concurrency:
+        reporter.emit("waiting")
+    async with t._gate():
+        reporter.emit("started")
+        value = await t._invoke(kwargs)
+    return result_text(value)
 
 
 async def run_calls(calls: Sequence[ToolCall], toolbox: Toolbox, parent: Call) -> list[str]:

@@ -52,15 +52,6 @@ class Request:
 
 
 @dataclass(frozen=True)
-class Completion:
-    text: str
-    tokens_in: int | None = None
-    tokens_out: int | None = None
-    finish: str | None = None  # "stop", "length" (cut off at max_tokens), "tool_calls", or None when unknown
-    tool_calls: tuple[ToolCall, ...] = ()
-
-
-@dataclass(frozen=True)
 class Delta:
     """A piece of a streamed answer. The last one may carry no text, only the counts and the finish.
     A backend assembles streamed tool calls itself and gives them whole, in one delta."""
@@ -68,8 +59,15 @@ class Delta:
     text: str = ""
     tokens_in: int | None = None
     tokens_out: int | None = None
-    finish: str | None = None
+    finish: str | None = None  # "stop", "length" (cut off at max_tokens), "tool_calls", or None when unknown
     tool_calls: tuple[ToolCall, ...] = ()
+
+
+@dataclass(frozen=True)
+class Completion(Delta):
+    """A whole answer: a `Delta` with all its text (what a stream of deltas adds up to, see `join`)."""
+
+    text: str  # a whole answer always says what its text is
 
 
 def join(deltas: Iterable[Delta]) -> Completion:

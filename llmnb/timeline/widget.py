@@ -123,16 +123,8 @@ class Timeline:
         with events.listen(self._recorder):  # also when awaited from a task made before the block
             call = events.Call("", label, "")
         call.emit("started")
-        try:
-            result = await awaitable
-        except asyncio.CancelledError:
-            call.emit("cancelled")
-            raise
-        except Exception as e:
-            call.emit("failed", error=f"{type(e).__name__}: {e}")
-            raise
-        call.emit("finished")
-        return result
+        with events.reported(call):
+            return await awaitable
 
     def expect(self, n: int) -> None:
         """Say that `n` more calls are coming (e.g. `tl.expect(len(items))` before a gather), so a
