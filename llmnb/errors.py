@@ -19,7 +19,8 @@ class ModelCallError(LlmnbError):
     """A model call failed after every allowed attempt (HTTP error, timeout, lost connection).
 
     `status` is the HTTP status when there was one, `attempts` how many requests were made.
-    `partial` is the text a stream delivered before it broke (None when nothing was streamed).
+    `partial` is the text a stream delivered before it broke (None when nothing was streamed);
+    from `extract_stream_async`, `partial_value` is the value read from it (None: none yet).
     """
 
     def __init__(self, message: str, *, status: int | None = None, attempts: int = 1, partial: str | None = None):
@@ -27,6 +28,7 @@ class ModelCallError(LlmnbError):
         self.status = status
         self.attempts = attempts
         self.partial = partial
+        self.partial_value: object = None
 
 
 class ExtractError(LlmnbError):

@@ -14,6 +14,7 @@ from . import cache as answer_cache
 from . import sync
 from .backends.base import Backend, Completion, Delta, Generation, Request, join
 from .events import Call, excerpt, reported
+from .partial import partial_values
 from .prices import Price
 from .structured import Target, labels_type, target_for
 from .thread import Thread, label_of, messages_for
@@ -159,10 +160,38 @@ class Model:
                     yield piece
             turns.record()
 
+    async def extract_stream_async(self, target: type[T] | Any, prompt: Prompt, *, inst: str | None = None,
+                                   retries: int = 0, max_tokens: int | None = None, temperature: float | None = None,
+                                   seed: int | None = None, tools: Sequence = (), max_steps: int = MAX_STEPS,
+                                   tool_choice: str = "auto", refresh: bool = False) -> AsyncIterator[T]:
+        """`extract_async` as the answer is written: an async iterator of partial values of
+        `target` (the fields written so far, the others None), the last one the complete,
+        validated value, equal to what `extract_async` returns for the same request (the same
+        cache key: a kept answer gives only that value).
+
+        `async for person in model.extract_stream_async(Person, "..."): print(person)`. A partial
+        value of a pydantic model or dataclass is an instance of a subclass with every field
+        optional; lists grow item by item and strings letter by letter, and a number or a
+        Literal's word shows once whole. A stream that breaks raises `ModelCallError` with the
+        value read so far in `.partial_value` (and its text in `.partial`). With `retries=`, an
+        answer that does not validate is asked for again and fills in again from the start.
+        """
+        toolbox, wanted = Toolbox(tools, tool_choice, max_steps), target_for(target)
+        turns = self._start("extract", prompt, inst, toolbox, EXTRACT_INST)
+        gen = self._over_defaults(Generation(max_tokens, temperature, seed))
+        with reported(turns.call, turns.tally):
+            values_of = partial_values(turns, lambda r: self._send_stream(r, turns.call, refresh), gen, wanted,
+                                       retries)
+            async with contextlib.aclosing(values_of) as values:
+                async for value in values:
+                    yield value
+            turns.record()
+
     generate = sync_twin(generate_async)
     extract = sync_twin(extract_async)
     classify = sync_twin(classify_async)
     stream = sync_twin(stream_async)
+    extract_stream = sync_twin(extract_stream_async)
 
     def __call__(self, prompt: Prompt, **kwargs) -> str:
         return self.generate(prompt, **kwargs)
