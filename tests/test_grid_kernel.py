@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from test_kernel import errors, run
 
@@ -40,9 +42,24 @@ def test_three_lines_on_two_models_give_six_results_and_one_table(kernel):
     assert len(result) == 1
     table = result[0]["text/html"]
     assert table.count("<table") == 1 and table.count("<tr>") == 4  # a header and three tasks
-    assert all(f"<th>{model}</th>" in table for model in ("a", "b"))
+    assert all(f'text-align:left">{model}</th>' in table for model in ("a", "b"))
     assert "6 done" in result[0]["text/plain"] and "capital @ b" in result[0]["text/plain"]
     check = run(kernel, "print(len(res), res.grid().shape, sorted({m for _, m in res}), "
                         "[r['name'].split('/')[0] for r in res.timeline.records()])")
     printed = "".join(m["content"].get("text", "") for m in check if m["msg_type"] == "stream")
     assert printed.strip() == "6 (3, 2) ['a', 'b'] ['a', 'a', 'a', 'b', 'b', 'b']"
+
+
+@pytest.mark.slow
+def test_extract_stream_shows_the_value_filling_in_then_returns_it(kernel):
+    run(kernel, "from pydantic import BaseModel\nclass Person(BaseModel):\n    name: str\n    age: int\n    city: str")
+    messages = run(kernel, "%%llm_extract Person --stream --model b -o someone\nInvent a person.")
+    assert not errors(messages)
+    shown = [m["content"] for m in messages if m["msg_type"] in ("display_data", "update_display_data")]
+    first = next(c for c in shown if c["data"].get("text/plain", "").startswith("Person("))
+    mine = first["transient"]["display_id"]  # one output, updated in place
+    texts = [c["data"]["text/plain"] for c in shown if c.get("transient", {}).get("display_id") == mine]
+    assert "None" in texts[0], texts  # a value with fields still to come, shown while the answer was written
+    assert re.fullmatch(r"filled in over \d+ values in [\d.]+ s", texts[-1]), texts
+    result = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "execute_result"]
+    assert len(result) == 1 and result[0].startswith("Person(") and "None" not in result[0]

@@ -25,6 +25,7 @@ from ..runs.fill import FillError, fill
 from ..runs.grid import compare_async
 from ..timeline import Timeline
 from . import namespace
+from .filling import fill_in
 from .parse import ParseError, TaskSpec, parse_tasks
 from .report import Interrupted, cache_note, report
 from .runner import make_transformer, run_blocking
@@ -64,10 +65,11 @@ class LlmMagics(Magics):
     @argument("-o", "--out", metavar="VAR", help="store the result in this variable")
     @argument("--retries", "-r", type=int, default=None, metavar="N",
               help="ask again up to N times when the answer does not fit the type (default: 1)")
+    @argument("--stream", "-s", action="store_true", help="show the value filling in as the answer is written")
     @cell_magic
     def llm_extract(self, line: str, cell: str):
-        """%%llm_extract TYPE [--model M] [-o VAR] [--retries N]: the cell body is the prompt; shows and
-        returns a TYPE value."""
+        """%%llm_extract TYPE [--model M] [-o VAR] [--retries N] [--stream]: the cell body is the prompt;
+        shows and returns a TYPE value. `--stream` shows the value filling in as it is written."""
         return run_blocking(self.llm_extract_async(line, cell))
 
     @magic_arguments()
@@ -137,8 +139,12 @@ class LlmMagics(Magics):
             target = namespace.eval_type(type_expr, self.shell.user_ns)
             prompt = fill(cell.strip(), self.shell.user_ns)
             model = self._get_model(args.model)
+            retries = self._count(args, "retries", "0 or more")
             with Timeline(title=f"%%llm_extract on {model.name}"):
-                value = await model.extract_async(target, prompt, retries=self._count(args, "retries", "0 or more"))
+                if args.stream:
+                    value = await fill_in(model.extract_stream_async(target, prompt, retries=retries))
+                else:
+                    value = await model.extract_async(target, prompt, retries=retries)
         except USAGE_ERRORS as e:
             raise UsageError(str(e)) from None
         if args.out:

@@ -5,6 +5,7 @@ text for a terminal)."""
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,14 +26,20 @@ def measures(latency: float | None, cost: float | None) -> str:
     """"1.24 s · $0.00031", or what is known of it ("free" for a cost of 0)."""
     parts = [] if latency is None else [f"{latency:.2f} s"]
     if cost is not None:
-        parts.append("free" if cost == 0 else f"${cost:.5f}".rstrip("0"))
+        parts.append("free" if cost == 0 else money(cost))
     return " · ".join(parts)
+
+
+def money(usd: float) -> str:
+    """USD with two significant digits however small: $0.42, $0.0031, $0.0000015."""
+    decimals = max(2, 1 - math.floor(math.log10(usd)))
+    return f"${usd:.{decimals}f}"
 
 
 def to_html(tasks: Sequence[str], models: Sequence[str], cells: dict[tuple[str, str], tuple[str, str, bool]]) -> str:
     """The grid as an HTML table; `cells[(task, model)]` is (answer, measures, failed); a cell
     missing from it (cancelled, or still running) shows as empty."""
-    head = "".join(f"<th>{html.escape(m)}</th>" for m in models)
+    head = "".join(f'<th style="text-align:left">{html.escape(m)}</th>' for m in models)
     rows = []
     for task in tasks:
         tds = []
