@@ -48,6 +48,8 @@ class ToolLoop:
     """One call's turns: the messages so far, the tools, what the model asked for and the tokens
     its turns took."""
 
+    asked: Counter[str]  # how often the model asked for each tool: made at the first tool turn, not for every call
+
     def __init__(self, messages: tuple[dict, ...], call: Call, toolbox: Toolbox, *, thread: Thread | None = None,
                  streamed: bool = False):
         """Start from the prompt's `messages`, as the model call `call` (the tools' parent). With
@@ -56,7 +58,6 @@ class ToolLoop:
         self.thread = thread
         self.thread_length = len(thread) if thread is not None else 0
         self.steps = 0
-        self.asked: Counter[str] = Counter()
         # a call answered whole counts from 0; a stream's counts stay None until a turn gives one
         self.tally = Tally() if streamed else Tally(0, 0)
 
@@ -124,6 +125,8 @@ class ToolLoop:
 
     async def run_tools(self, completion: Completion) -> None:
         """Run the tools `completion` asks for and add the turn and the results to the messages."""
+        if not self.steps:
+            self.asked = Counter()
         self.steps += 1
         calls = [c if c.id else ToolCall(f"call_{next(_ids)}", c.name, c.arguments) for c in completion.tool_calls]
         self.asked.update(c.name for c in calls)
