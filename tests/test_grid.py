@@ -118,3 +118,15 @@ def test_magic_grid_errors_are_one_line(ip, demo):
                         ("--model a,b --batch", "runs here: drop --cluster / --batch")):
         with pytest.raises(UsageError, match=match):
             ip.run_cell_magic("llm_parallel", line, "say: hi")
+
+
+def test_max_concurrency_caps_each_model_on_its_own():
+    tasks = [Task(f"t{i}", "generate", f"Hello {i}") for i in range(6)]
+    with DemoServer(latency=0.1) as one, DemoServer(latency=0.1) as two:
+        a = Models.create("openai:a", base_url=one.base_url, api_key="k")
+        b = Models.create("openai:b", base_url=two.base_url, api_key="k")
+        res = compare([a, b], tasks, max_concurrency=2)
+        assert len(res) == 12 and not res.errors
+        assert one.max_in_flight == two.max_in_flight == 2  # each model's cap, not one for both
+        a.close()
+        b.close()
