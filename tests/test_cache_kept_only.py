@@ -9,7 +9,7 @@ import pytest
 from fault_server import NumberedServer
 
 from llmnb import Model, Models, listen
-from llmnb.backends.base import Completion
+from llmnb.backends.base import Completion, Generation, Request, ToolCall
 from llmnb.cache import (
     MemoryStore,
     completion_from_json,
@@ -114,3 +114,30 @@ def test_a_kept_tool_turn_passes_and_the_next_turn_raises(tmp_path):
                 model.generate("Is coffee in stock?", tools=[stock])
         assert server.requests == 2
         assert missing.value.request.tools and missing.value.request.tools[0]["function"]["name"] == "stock"
+
+
+def test_keys_and_stored_answers_keep_their_form():
+    """A file written by an earlier llmnb of the same format version must still answer: the key of
+    a request and an answer's stored JSON are pinned here."""
+    request = Request(({"role": "user", "content": "Héllo"},), Generation(20, 0.0, None), {"type": "object"}, (),
+                      "auto")
+    assert key_for("url:http://127.0.0.1:8000/v1", "openai:demo", request, 2) == (
+        "7e7b15af24262d381f16b71e757eb0ca17ff37855269cc85ae3dbdd90975de36")
+    answer = Completion("a", 3, 1, "tool_calls", (ToolCall("c1", "f", "{}"),))
+    assert completion_to_json(answer) == ('{"text": "a", "tokens_in": 3, "tokens_out": 1, "finish": "tool_calls", '
+                                          '"tool_calls": [{"id": "c1", "name": "f", "arguments": "{}"}]}')
+    assert completion_from_json(completion_to_json(answer)) == answer
+
+
+def test_lookups_and_writes_made_together_each_get_their_own_answer(tmp_path):
+    cache = open_cache(tmp_path / "a.sqlite")
+    answers = {f"{i:064x}": Completion(f"answer {i}", i, 1, "stop") for i in range(0, 1200, 2)}
+
+    async def main():
+        await asyncio.gather(*[cache.keep(key, "m", answer) for key, answer in answers.items()])  # one turn
+        keys = [f"{i:064x}" for i in range(1200)]  # every other one kept; more keys than one query takes
+        return keys, await asyncio.gather(*[cache.lookup(key) for key in keys])
+
+    keys, found = asyncio.run(main())
+    assert [answers.get(key) for key in keys] == found
+    assert len(cache) == 600

@@ -6,8 +6,8 @@ magics' `* N` copies do)."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
-from collections import Counter
 from collections.abc import Iterator
 from contextvars import ContextVar
 
@@ -30,22 +30,40 @@ class Claims:
     """The sample indexes held by the identical requests in flight, for one store."""
 
     def __init__(self):
-        self._in_flight: dict[str, Counter] = {}
+        self._in_flight: dict[str, dict[int, int]] = {}  # base -> {sample index: identical requests holding it}
         self._lock = threading.Lock()
 
-    @contextlib.contextmanager
-    def claim(self, base: str) -> Iterator[str]:
+    def claim(self, base: str) -> Claim:
         """The key of one sample of the request whose canonical text hashes to `base`, held until
         the block ends: the lowest free index, unless `sample_index` set one."""
         explicit = _sample.get()
         with self._lock:
-            held = self._in_flight.setdefault(base, Counter())
-            n = explicit if explicit is not None else next(i for i in range(len(held) + 1) if not held[i])
-            held[n] += 1
-        try:
-            yield sample_key(base, n)
-        finally:
-            with self._lock:
-                held[n] -= 1
-                if not +held:
-                    self._in_flight.pop(base, None)
+            held = self._in_flight.setdefault(base, {})
+            n = explicit if explicit is not None else next(i for i in itertools.count() if i not in held)
+            held[n] = held.get(n, 0) + 1
+        return Claim(self, base, n)
+
+    def release(self, base: str, n: int) -> None:
+        with self._lock:
+            held = self._in_flight[base]
+            held[n] -= 1
+            if not held[n]:
+                del held[n]
+                if not held:
+                    del self._in_flight[base]
+
+
+class Claim:
+    """One held sample index: `with claims.claim(base) as key:` (a plain class: a turn enters one
+    for every call, and a generator-based context manager costs several times more)."""
+
+    __slots__ = ("claims", "base", "n")
+
+    def __init__(self, claims: Claims, base: str, n: int):
+        self.claims, self.base, self.n = claims, base, n
+
+    def __enter__(self) -> str:
+        return sample_key(self.base, self.n)
+
+    def __exit__(self, *exc) -> None:
+        self.claims.release(self.base, self.n)

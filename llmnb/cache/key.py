@@ -13,16 +13,19 @@ import dataclasses
 import hashlib
 import json
 
-from ..backends.base import Completion, Request, ToolCall
+from ..backends.base import Completion, Generation, Request, ToolCall
 
 VERSION = 1  # of the key and the stored answer; a change makes older entries miss
+# read field by field: dataclasses.asdict copies deeply and costs more than the rest of the key
+GENERATION = tuple(f.name for f in dataclasses.fields(Generation))
+COMPLETION = tuple(f.name for f in dataclasses.fields(Completion) if f.name != "tool_calls")
 
 
 def request_text(identity: str, model: str, request: Request) -> str:
     """The request as a canonical JSON text: sorted keys, tuples as lists, whole floats as ints
     (temperature 0 and 0.0 are one setting); a setting left unset is null, unlike any value."""
     gen = {k: int(v) if isinstance(v, float) and v.is_integer() else v
-           for k, v in dataclasses.asdict(request.gen).items()}
+           for k in GENERATION for v in (getattr(request.gen, k),)}
     body = {"format": VERSION, "backend": identity, "model": model, "messages": request.messages, "gen": gen,
             "schema": request.schema, "tools": request.tools, "tool_choice": request.tool_choice}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
@@ -48,8 +51,8 @@ def key_for(identity: str, model: str, request: Request, sample: int = 0) -> str
 
 def completion_to_json(completion: Completion) -> str:
     """A completion as the JSON text the cache keeps (and a worker can send back)."""
-    record = dataclasses.asdict(completion)
-    record["tool_calls"] = [dataclasses.asdict(c) for c in completion.tool_calls]
+    record = {k: getattr(completion, k) for k in COMPLETION}
+    record["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in completion.tool_calls]
     return json.dumps(record, ensure_ascii=False)
 
 

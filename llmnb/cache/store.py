@@ -47,7 +47,8 @@ class Cache:
         self.path = Path(path)
         self.closed = False
         check_file(self.path)
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()  # lists of jobs (kind, work or key or row, future)
+        self._batches: dict[asyncio.AbstractEventLoop, list] = {}  # each loop's jobs of its current turn
         self._claims = Claims()
         self._identities = Identities(self)
         ready: concurrent.futures.Future = concurrent.futures.Future()
@@ -99,15 +100,12 @@ class Cache:
     # -- used by Model._send --------------------------------------------------------------------
     async def lookup(self, key: str) -> Completion | None:
         """The answer kept under `key`, or None."""
-        row = await self._ask(
-            lambda db: db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone())
-        return None if row is None else completion_from_json(row[0])
+        text = await self._ask("get", key)
+        return None if text is None else completion_from_json(text)
 
     async def keep(self, key: str, model: str, completion: Completion) -> None:
         """Write a complete answer and wait until it is committed."""
-        text = completion_to_json(completion)
-        await self._ask(lambda db: db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)",
-                                              (key, model, time.time(), text)), write=True)
+        await self._ask("put", (key, model, time.time(), completion_to_json(completion)))
 
     def claim(self, base: str) -> contextlib.AbstractContextManager[str]:
         """The key of one sample of the request whose canonical text hashes to `base`, held until
@@ -122,17 +120,31 @@ class Cache:
     # -- the one thread that touches the file ----------------------------------------------------
     def _do(self, work: Callable[[sqlite3.Connection], Any], write: bool = False) -> concurrent.futures.Future:
         """Run `work` on the cache's thread; a future for code that blocks on it."""
-        return self._put(work, write, concurrent.futures.Future())
+        self._check_open()
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._jobs.put([("write" if write else "read", work, future)])
+        return future
 
-    def _ask(self, work: Callable[[sqlite3.Connection], Any], write: bool = False) -> asyncio.Future:
-        """`_do` for the event loop: a future of the running loop, so the loop only waits."""
-        return self._put(work, write, asyncio.get_running_loop().create_future())
+    def _ask(self, kind: str, arg: Any) -> asyncio.Future:
+        """A lookup ("get", key) or an answer to keep ("put", row) for the event loop: a future of
+        the running loop, so the loop only waits. What one turn of the loop asks goes to the
+        thread as one batch, when that turn ends: a hand-off per answer costs more than its SQL."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        batch = self._batches.get(loop)
+        if batch is None:
+            batch = self._batches[loop] = []
+            loop.call_soon(self._send, loop)
+        batch.append((kind, arg, future))
+        return future
 
-    def _put(self, work: Callable, write: bool, future):
+    def _send(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._jobs.put(self._batches.pop(loop))
+
+    def _check_open(self) -> None:
         if self.closed:
             raise ConfigError(f"the cache {self.path} is closed; open it again with Models.create(cache=...)")
-        self._jobs.put((work, write, future))
-        return future
 
     def _serve(self, ready: concurrent.futures.Future) -> None:
         try:
@@ -144,26 +156,28 @@ class Cache:
         ready.set_result(None)
         with contextlib.closing(db):
             while True:
-                jobs = [self._jobs.get()]
-                while len(jobs) < 500 and not self._jobs.empty():  # whatever else is waiting: one commit
-                    jobs.append(self._jobs.get())
-                if None in jobs:
-                    jobs.remove(None)
-                    run_jobs(db, jobs)
+                batches = [self._jobs.get()]
+                while len(batches) < 100 and not self._jobs.empty():  # whatever else is waiting: one commit
+                    batches.append(self._jobs.get())
+                run_jobs(db, [job for batch in batches if batch is not None for job in batch])
+                if None in batches:
                     return
-                run_jobs(db, jobs)
 
 
 def run_jobs(db: sqlite3.Connection, jobs: list) -> None:
-    """Reads first, then every write in one transaction (a failed job fails only its own future),
-    then the outcomes go back with one wake-up per event loop: a hand-off per answer costs more
-    than the read itself."""
-    outcomes = [(future, *attempt(work, db)) for work, write, future in jobs if not write]
-    writes = [job for job in jobs if job[1]]
+    """Lookups (one query) and reads first, then every write in one transaction, then the outcomes
+    go back with one wake-up per event loop. A failed read fails only its own future; a failed
+    write fails every write of the transaction (a full disk, a read-only file)."""
+    outcomes = fetch(db, [(key, future) for kind, key, future in jobs if kind == "get"])
+    outcomes += [(future, *attempt(work, db)) for kind, work, future in jobs if kind == "read"]
+    writes = [job for job in jobs if job[0] in ("put", "write")]
     if writes:
         try:
             db.execute("BEGIN IMMEDIATE")
-            done = [(future, *attempt(work, db)) for work, _, future in writes]
+            if rows := [row for kind, row, _ in writes if kind == "put"]:
+                db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)", rows)
+            done = [(future, *attempt(work, db)) if kind == "write" else (future, True, None)
+                    for kind, work, future in writes]
             db.execute("COMMIT")
             outcomes += done
         except sqlite3.Error as e:
@@ -179,6 +193,20 @@ def run_jobs(db: sqlite3.Connection, jobs: list) -> None:
     for loop, some in by_loop.items():
         with contextlib.suppress(RuntimeError):  # that loop was closed meanwhile: nobody waits
             loop.call_soon_threadsafe(settle_all, some)
+
+
+def fetch(db: sqlite3.Connection, lookups: list[tuple[str, asyncio.Future]]) -> list[tuple]:
+    """The kept answers' texts (None when not kept) for (key, future) pairs, a query per 500 keys."""
+    keys = list({key for key, _ in lookups})
+    found: dict[str, str] = {}
+    try:
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            found.update(db.execute(f"SELECT key, answer FROM answers WHERE key IN ({','.join('?' * len(chunk))})",
+                                    chunk).fetchall())
+    except sqlite3.Error as e:
+        return [(future, False, e) for _, future in lookups]
+    return [(future, True, found.get(key)) for key, future in lookups]
 
 
 def attempt(work: Callable, db: sqlite3.Connection) -> tuple[bool, Any]:
@@ -269,11 +297,16 @@ class Identities:
     def __init__(self, cache: Cache | None):
         self._cache = cache
         self._known: weakref.WeakKeyDictionary[Backend, str] = weakref.WeakKeyDictionary()
+        self._last: tuple[weakref.ref, str] | None = None  # most turns are the last backend's again
 
     async def of(self, backend: Backend) -> str:
+        last = self._last
+        if last is not None and last[0]() is backend:
+            return last[1]
         known = self._known.get(backend)
         if known is None:
             known = self._known[backend] = await backend_identity(backend, self._cache)
+        self._last = (weakref.ref(backend), known)
         return known
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Protocol
 
@@ -99,12 +99,43 @@ class MemoryStore:
 
 
 class Turn:
-    """One model turn through a store (or through none): `hit` is the kept answer, if any;
-    `keep(completion)` keeps a complete answer that was just received."""
+    """One model turn through a store (or through none), as `async with turn(...) as t:`. Entering
+    looks the request up (unless refreshing) and holds its sample index until the block ends;
+    `hit` is the kept answer, if any; `keep(completion)` keeps a complete answer just received.
+    Under `kept_only`, entering a turn without a kept answer raises NotKept (without a store:
+    every turn). `call` hears when the turn waits to keep its answer. A plain class: every model
+    call enters one, and a generator-based context manager costs several times more."""
 
-    def __init__(self, store: Store | None, key: str = "", model: str = "", call: Call | None = None):
-        self.store, self.key, self.model, self.call = store, key, model, call
+    def __init__(self, store: Store | None, backend: Backend, request: Request, refresh: bool = False,
+                 call: Call | None = None):
+        self.store, self.backend, self.request, self.refresh, self.call = store, backend, request, refresh, call
+        self.key, self.model = "", backend.name
         self.hit: Completion | None = None
+        self._claim: contextlib.AbstractContextManager[str] | None = None
+
+    async def __aenter__(self) -> Turn:
+        only_kept = _kept_only.get()
+        if self.store is None:
+            if not only_kept:
+                return self
+            self.store = MemoryStore()  # nothing kept: every key misses
+        base = base_key(await self.store.identity(self.backend), self.model, self.request)
+        self._claim = claim = self.store.claim(base)
+        self.key = claim.__enter__()
+        try:
+            if not (self.refresh or _refresh.get()):
+                self.hit = await self.store.lookup(self.key)
+            if self.hit is None and only_kept:
+                raise NotKept(self.request, self.key)
+        except BaseException:
+            self._claim = None
+            claim.__exit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._claim is not None:
+            self._claim.__exit__(*exc)
 
     async def keep(self, completion: Completion) -> None:
         if self.store is None or self.hit is not None or completion.finish in INCOMPLETE:
@@ -118,22 +149,4 @@ class Turn:
                           RuntimeWarning, stacklevel=2)
 
 
-@contextlib.asynccontextmanager
-async def turn(store: Store | None, backend: Backend, request: Request, refresh: bool = False,
-               call: Call | None = None) -> AsyncIterator[Turn]:
-    """Look the request up (unless refreshing) and hold its sample index for the block. Under
-    `kept_only`, a turn without a kept answer raises NotKept instead (without a store: every turn).
-    `call` hears when the turn waits to keep its answer."""
-    only_kept = _kept_only.get()
-    if store is None and not only_kept:
-        yield Turn(None)
-        return
-    store = store if store is not None else MemoryStore()  # nothing kept: every key misses
-    base = base_key(await store.identity(backend), backend.name, request)
-    with store.claim(base) as key:
-        here = Turn(store, key, backend.name, call)
-        if not (refresh or _refresh.get()):
-            here.hit = await store.lookup(key)
-        if here.hit is None and only_kept:
-            raise NotKept(request, key)
-        yield here
+turn = Turn  # `async with turn(store, backend, request, refresh, call) as t:`
