@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from typing import Annotated, Literal
 
@@ -229,3 +230,14 @@ def test_the_blocking_twin_iterates(fault_server, remote):
     fault_server.script(Fault.content(answer(ADA)))
     values = list(remote.extract_stream(Person, "Ada?"))
     assert len(values) >= 5 and values[-1].model_dump() == ADA
+
+
+def test_the_magic_streams_outside_a_kernel_too(ip, fault_server, remote, capsys):
+    from fault_server import Fault
+
+    fault_server.script(Fault.content(answer(ADA)))
+    ip.user_ns.update(Person=Person, remote=remote)
+    value = ip.run_cell_magic("llm_extract", "Person --stream --model remote -o ada", "Ada?")
+    assert type(value) is Person and value.model_dump() == ADA and ip.user_ns["ada"] is value
+    out = capsys.readouterr().out
+    assert "Person(name=" in out and re.search(r"filled in over \d+ values in [\d.]+ s", out), out
