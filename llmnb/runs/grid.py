@@ -8,7 +8,8 @@ at what cost.
 
 Every (task, model) pair runs at once on this event loop (`max_concurrency` caps each model on
 its own: one slow provider does not hold back the others). The calls are made model after
-model, so a timeline's rows come grouped by model, each labelled "model/task". A task's latency
+model, so a timeline's rows come grouped by model, each labelled "model/task" (under a cap, in
+the order the tasks get to start). A task's latency
 is the seconds from its start (once its model's cap lets it run) to its answer; its cost is the
 sum of its model calls' costs as their `finished` events report them (None where the model's
 price is not known).
