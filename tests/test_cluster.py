@@ -17,8 +17,8 @@ distributed = pytest.importorskip("distributed")
 from llmnb import Models, Timeline, listen  # noqa: E402
 from llmnb.demo_server import REPLY, DemoServer, RateLimit  # noqa: E402
 from llmnb.errors import ConfigError  # noqa: E402
-from llmnb.runs import Run, Task, TaskError  # noqa: E402
-from llmnb.runs.cluster import Cluster, close_clients  # noqa: E402
+from llmnb.runs import Results, Run, Task, TaskError  # noqa: E402
+from llmnb.runs.cluster import Cluster, ClusterLost, close_clients  # noqa: E402
 from llmnb.runs.cluster_worker import Secret  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -112,8 +112,6 @@ def test_an_interrupt_stops_the_clusters_calls(client):
 
         async def main():
             nonlocal results
-            from llmnb.runs import Results
-
             results = Results()
             job = asyncio.ensure_future(run.execute_async(Cluster(client, chunk=4), results=results))
             while len(results) < 8:
@@ -151,6 +149,31 @@ def test_a_killed_worker_loses_no_row(client):
         assert killed and results.as_list() == [REPLY] * 120 and not results.errors
         assert server.requests <= 120 + 8, f"{server.requests - 120} calls sent twice"
     client.wait_for_workers(2, timeout=60)  # the nanny restarts it
+
+
+def test_a_lost_scheduler_is_a_clear_error_and_keeps_the_results():
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0")
+    try:
+        with DemoServer(latency=0.3) as server:
+            model = Models.create("openai:demo", base_url=server.base_url)
+            run = Run.for_each(model, [Task("g", "generate", "call {x}")], list(range(200)), name="x",
+                               max_concurrency=4)
+            results = Results()
+
+            async def main():
+                job = asyncio.ensure_future(run.execute_async(Cluster(cluster.scheduler_address, chunk=4),
+                                                              results=results))
+                while len(results) < 8:
+                    await asyncio.sleep(0.05)
+                cluster.sync(cluster.scheduler.close)
+                with pytest.raises(ClusterLost, match="lost the Dask scheduler at tcp://"):
+                    await asyncio.wait_for(job, 60)
+
+            asyncio.run(main())
+        assert sum(value == REPLY for value in results.values()) >= 8
+        assert len(results) + len(results.cancelled) == 200
+    finally:
+        cluster.close()
 
 
 def test_bad_options():

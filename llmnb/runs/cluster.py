@@ -77,6 +77,7 @@ class Cluster:
 
     @property
     def address(self) -> str:
+        """The scheduler's address."""
         given = self.given
         if isinstance(given, str):
             return given
@@ -126,7 +127,7 @@ class Cluster:
         futures = [client.submit(run_chunk, chunk, key=chunk.key, pure=False) for chunk in chunks]
         by_key = {chunk.key: chunk for chunk in chunks}
         try:
-            async for future in distributed.as_completed(futures):
+            async for future in distributed.as_completed(futures, loop=client.loop):
                 chunk = by_key[future.key]
                 outcome = await answered(future, chunk)
                 await keep(run.model, outcome)
@@ -147,10 +148,10 @@ async def answered(future, chunk: Chunk) -> ChunkResult | BaseException:
 
     try:
         return await future
-    except FutureCancelledError as e:
-        if getattr(future, "client", None) is not None and future.client.status != "running":
-            raise ClusterLost(f"lost the Dask scheduler ({e}); the results that came back are kept: run again "
-                              "to send the rest") from None
+    except FutureCancelledError:
+        if future.client.status != "running":
+            raise ClusterLost(f"lost the Dask scheduler at {future.client.scheduler.address}: the results that came "
+                              "back are kept (results.cancelled lists the rest); run again to send the rest") from None
         raise asyncio.CancelledError() from None
     except Exception as e:  # a worker lost again and again (KilledWorker), a chunk that could not be made
         return e
