@@ -40,6 +40,7 @@ class JobRecord:
         return f"<batch job {self.job or '(not created)'} of {len(self.keys):,} rows on {self.model}: {self.status}>"
 
     def with_status(self, status: str, job: str | None = None) -> JobRecord:
+        """The record with a new status (and the job's id, once known)."""
         return replace(self, status=status, job=job or self.job)
 
 

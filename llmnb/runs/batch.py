@@ -154,7 +154,9 @@ class Rounds:
         return record, found
 
     async def keep(self, found: dict[str, Outcome]) -> None:
-        """Answers into the model's cache (as a live call keeps them), failures remembered."""
+        """Answers into the model's cache (as a live call keeps them), failures remembered. The
+        writes are awaited together: the cache's thread commits them in a few transactions."""
+        writes = []
         for key, outcome in found.items():
             self.answered.add(key)
             if isinstance(outcome, Completion) and outcome.finish in CUT:
@@ -163,7 +165,8 @@ class Rounds:
                 self.failed[key] = outcome
                 continue
             self.board.answered(key, outcome)
-            await self.store.keep(key, self.model.name, outcome)
+            writes.append(self.store.keep(key, self.model.name, outcome))
+        await asyncio.gather(*writes)
 
 
 async def replay(run: Run, results: Results, on_result: Callable[[Done], None] | None,
