@@ -124,7 +124,7 @@ class DemoBatchServer(DemoServer):
 
     async def answer_line(self, body: dict) -> tuple[int, bytes]:
         """A chat request answered as the demo server answers it (never streamed here)."""
-        answer = await self.respond({**body, "stream": False})
+        answer = await self.respond({**body, "stream": False}, {})
         assert answer is not None and isinstance(answer[2], bytes)
         return answer[0], answer[2]
 

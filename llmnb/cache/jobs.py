@@ -8,6 +8,7 @@ A store that is not a file (a MemoryStore) keeps its jobs in memory, for as long
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -50,7 +51,7 @@ def new_record(file: str, model: str, backend: str, keys: list[str]) -> JobRecor
 
 async def save(store: Any, record: JobRecord) -> None:
     """Write the record (replacing the one of the same input file) and wait until it is committed."""
-    if not hasattr(store, "_ask"):
+    if not hasattr(store, "_do"):
         _in_memory.setdefault(store, {})[record.file] = record
         return
     row = (record.file, record.job, record.model, record.backend, json.dumps(record.keys), record.status,
@@ -60,17 +61,16 @@ async def save(store: Any, record: JobRecord) -> None:
         db.execute(TABLE)
         db.execute("INSERT OR REPLACE INTO batch_jobs VALUES (?, ?, ?, ?, ?, ?, ?)", row)
 
-    await store._ask(work, write=True)
+    await asyncio.wrap_future(store._do(work, write=True))  # a rare write: not worth a batch of its own
 
 
 async def open_records(store: Any, model: str, backend: str) -> list[JobRecord]:
     """The jobs of this model and backend not collected yet, oldest first."""
-    if not hasattr(store, "_ask"):
+    if not hasattr(store, "_do"):
         return [r for r in _in_memory.get(store, {}).values()
                 if r.model == model and r.backend == backend and r.status in OPEN]
-    found = await store._ask(lambda db: _select(db, "WHERE model = ? AND backend = ? AND status IN (?, ?, ?, ?, ?)",
-                                                (model, backend, *OPEN)), write=True)
-    return found
+    where = "WHERE model = ? AND backend = ? AND status IN (?, ?, ?, ?, ?)"
+    return await asyncio.wrap_future(store._do(lambda db: _select(db, where, (model, backend, *OPEN)), write=True))
 
 
 def records(store: Any) -> list[JobRecord]:
