@@ -3,8 +3,10 @@ by an upstream fault server that echoes the prompt, so every answer tells which 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+from collections import Counter
 
 import pytest
 from fault_server import EchoServer
@@ -125,3 +127,36 @@ def test_a_job_that_fails_validation_says_which_line_and_why(ogx, tmp_path):
     message = str(results.errors["say_1"])
     assert "failed validation" in message and "line" in message, message
     assert json.dumps(message)  # one plain line of text
+
+
+def test_an_interrupt_stops_the_waiting_not_the_job_and_the_rerun_collects_it(ogx, tmp_path):
+    model = batch_model(ogx, tmp_path / "answers.sqlite")
+    items = [f"interrupted {i}" for i in range(60)]
+    ogx.upstream.latency = 0.1  # 60 rows, 10 at a time: the job runs 0.6 s or more
+
+    async def interrupted():
+        run = asyncio.ensure_future(say_run(model, items).execute_async(Batch(poll=0.1)))
+        while not [j for j in model.cache.batch_jobs() if j.job]:
+            await asyncio.sleep(0.02)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+
+    try:
+        asyncio.run(interrupted())
+        assert [j.status for j in model.cache.batch_jobs()] != ["collected"]  # left open
+        results = say_run(model, items).execute(Batch(poll=0.1))
+    finally:
+        ogx.upstream.latency = 0.0
+    assert results.as_list() == [f"echo: Say interrupted {i}" for i in range(60)]
+    assert results.summary_line() == "60 done in 1 batch job"
+    assert [j.status for j in model.cache.batch_jobs()] == ["collected"]  # the same job, collected
+    assert sorted(Counter(a for a in ogx.upstream.asked if "interrupted" in a).values()) == [1] * 60
+
+
+def test_refresh_sends_every_row_again_in_a_new_job(ogx, tmp_path):
+    model = batch_model(ogx, tmp_path / "answers.sqlite")
+    say_run(model, ["fresh"]).execute(Batch(poll=0.1))
+    run = Run.for_each(model, [Task("say", "generate", "Say {item}")], ["fresh"], refresh=True)
+    assert run.execute(Batch(poll=0.1)).summary_line() == "1 done in 1 batch job"
+    assert len(model.cache.batch_jobs()) == 2

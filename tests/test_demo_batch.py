@@ -4,6 +4,7 @@ cancelled half way keeps what it answered, and the next run sends only the rest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from llmnb import Models
 from llmnb.demo_batch import DemoBatchServer
@@ -29,5 +30,30 @@ def test_a_cancelled_job_keeps_its_answers_and_the_next_run_sends_the_rest(tmp_p
             again = await run.execute_async(Batch(poll=0.05, max_poll=0.1))
             assert len(again.values_ok) == 8 and again.summary_line() == "8 done in 1 batch job"
             assert server.batches["batch_2"]["request_counts"]["total"] == 8 - answered  # only the rest
+
+    asyncio.run(main())
+
+
+def test_a_job_the_server_lost_fails_its_rows_once_and_the_next_run_sends_them(tmp_path):
+    from servers import free_port
+
+    port = free_port()
+
+    async def main():
+        with DemoBatchServer(latency=0.5, concurrency=1, validating=0.1, port=port) as server:
+            model = Models.create("openai:demo", base_url=server.base_url, api_key="none", cache=tmp_path / "c.sqlite")
+            run = Run.for_each(model, [Task("say", "generate", "Say {item}")], ["a", "b"])
+            first = asyncio.ensure_future(run.execute_async(Batch(poll=0.05, max_poll=0.1)))
+            while not server.batches:
+                await asyncio.sleep(0.02)
+            first.cancel()  # an Interrupt: the job stays open in the file
+            with contextlib.suppress(asyncio.CancelledError):
+                await first
+        with DemoBatchServer(latency=0.01, validating=0.01, port=port) as server:  # restarted: no jobs
+            lost = await run.execute_async(Batch(poll=0.05, max_poll=0.1))
+            assert len(lost.errors) == 2 and "is not on the server any more" in str(lost.errors["say_1"])
+            again = await run.execute_async(Batch(poll=0.05, max_poll=0.1))
+            assert again.as_list() == ["I'm doing well, thank you. How about you?"] * 2
+            assert len(server.batches) == 1
 
     asyncio.run(main())

@@ -18,7 +18,6 @@ from typing import Any
 
 TABLE = """CREATE TABLE IF NOT EXISTS batch_jobs (file TEXT PRIMARY KEY, job TEXT, model TEXT NOT NULL,
            backend TEXT NOT NULL, keys TEXT NOT NULL, status TEXT NOT NULL, made REAL NOT NULL)"""
-OPEN = ("uploaded", "validating", "in_progress", "finalizing", "cancelling")  # not collected yet
 
 _in_memory: weakref.WeakKeyDictionary[Any, dict[str, JobRecord]] = weakref.WeakKeyDictionary()
 
@@ -68,9 +67,9 @@ async def open_records(store: Any, model: str, backend: str) -> list[JobRecord]:
     """The jobs of this model and backend not collected yet, oldest first."""
     if not hasattr(store, "_do"):
         return [r for r in _in_memory.get(store, {}).values()
-                if r.model == model and r.backend == backend and r.status in OPEN]
-    where = "WHERE model = ? AND backend = ? AND status IN (?, ?, ?, ?, ?)"
-    return await asyncio.wrap_future(store._do(lambda db: _select(db, where, (model, backend, *OPEN)), write=True))
+                if r.model == model and r.backend == backend and r.status != "collected"]
+    where = "WHERE model = ? AND backend = ? AND status != 'collected'"
+    return await asyncio.wrap_future(store._do(lambda db: _select(db, where, (model, backend)), write=True))
 
 
 def records(store: Any) -> list[JobRecord]:

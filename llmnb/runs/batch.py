@@ -141,6 +141,10 @@ class Rounds:
             row.seen(job)
 
         job = await jobs.wait(client, str(record.job), self.batch.poll, self.batch.max_poll, seen)
+        if job is None:
+            gone = Failure(f"the batch job {record.job} is not on the server any more; run again to send its rows")
+            row.end("failed", gone.message)
+            return record, {key: gone for key in record.keys}
         if job.status == "failed":
             reason = f"the batch job {job.id} failed validation: {validation_errors(job.errors)}"
             found: dict[str, Outcome] = {key: Failure(reason) for key in record.keys}

@@ -51,11 +51,13 @@ async def attach(client: Any, store: Any, record: JobRecord) -> JobRecord:
 
 async def wait(client: Any, job_id: str, poll: float, max_poll: float, seen: Callable[[Any], None]) -> Any:
     """Poll the job until it has ended, `poll` seconds apart at first, then 1.5 times longer each
-    time up to `max_poll`; `seen` gets every state read. Returns the ended job. Cancelling the
-    wait leaves the job running."""
+    time up to `max_poll`; `seen` gets every state read. Returns the ended job, or None when the
+    server no longer knows it. Cancelling the wait leaves the job running."""
     delay = poll
     while True:
         job = await retrieve(client, job_id)
+        if job is None:
+            return None
         seen(job)
         if job.status in ENDED:
             return job
@@ -64,12 +66,15 @@ async def wait(client: Any, job_id: str, poll: float, max_poll: float, seen: Cal
 
 
 async def retrieve(client: Any, job_id: str) -> Any:
-    """The job's state; a dropped connection or a server error is tried again."""
+    """The job's state (None: the server does not know it); a dropped connection or a server error
+    is tried again."""
     import openai
 
     for attempt in range(TRIES):
         try:
             return await client.batches.retrieve(job_id)
+        except openai.NotFoundError:  # deleted, or a server that lost its jobs
+            return None
         except (openai.APIConnectionError, openai.InternalServerError):
             if attempt == TRIES - 1:
                 raise
