@@ -8,8 +8,9 @@ answer cache holds answers at once, and each other task stops at its first turn 
 Those turns become the lines of a JSONL file, each named by its cache key (custom_id), sent as
 one job per file (more files past the provider's limits). When a job ends, its answers are kept
 in the cache; the tasks run again, and a task whose answer asks for tools (or an answer that
-does not fit its type, with retries) stops at its next turn, which makes the next round. At the
-end every task runs here from the cache, so it returns exactly what a run made here would.
+does not fit its type, with retries) stops at its next turn, which makes the next round; the
+others end there, with what a run made here would return. The tasks the cache answered from
+the start run here once more, reported as kept answers.
 
 A batch run needs the model's answer cache (`Models.create(..., cache=True)`): the jobs and
 their answers are written there the moment they exist, so a kernel killed while its job runs, or
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +31,7 @@ from ..cache import kept_only, refreshing
 from ..cache.jobs import JobRecord, open_records, records, save
 from ..cache.turns import INCOMPLETE as CUT
 from ..errors import ConfigError, ModelCallError, NotKept
+from ..events import quiet
 from ..model import Model
 from ..providers import PROVIDERS, BatchAPI
 from . import batch_jobs as jobs
@@ -63,43 +64,38 @@ class Batch:
         api, store = batch_api(run.model), needs_cache(run.model)
         board = Board(run.model.name, run.model.price, api.price_factor, self.stall)
         try:
-            failed = await Rounds(self, run, api, store, board).all()
+            outcomes = await Rounds(self, run, api, store, board).all()
         except asyncio.CancelledError:
             board.cancel_all()
             results.cancelled = [task.name for task in run.tasks]
             raise
         jobs_note = f"in {board.jobs} batch job{'s' if board.jobs != 1 else ''}"
         results.how = jobs_note if board.jobs else "with no batch job"
-        await replay(run, results, on_result, failed, board)
+        await replay(run, results, on_result, outcomes, board)
 
 
 class Rounds:
     """The rounds of one batch run: find what the cache lacks, collect the jobs already sent for
-    it or send it, keep the answers; until nothing is left to send. Returns the failed lines."""
+    it or send it, keep the answers, run the carried tasks again; until nothing is left to send."""
 
     def __init__(self, batch: Batch, run: Run, api: BatchAPI, store: Any, board: Board):
         self.batch, self.run, self.api, self.store, self.board = batch, run, api, store, board
         self.model: Model = run.model
         self.failed: dict[str, Failure] = {}
         self.answered: set[str] = set()
+        self.outcomes: dict[str, Any] = {}  # a carried task's value, or the error it raised
 
-    async def all(self) -> dict[str, Failure]:
+    async def all(self) -> dict[str, Any]:
+        """Every round; returns each carried task's outcome (its value, or the error it raised)."""
         client = await self.model.backend.client()  # type: ignore[attr-defined]
         identity = await self.store.identity(self.model.backend)
         pending: list[Task] = list(self.run.tasks)
-        first = True
-        while pending:
-            with contextlib.nullcontext() if first else not_refreshing():
-                missing = (await find_missing(dataclasses.replace(self.run, tasks=pending))).missing
-            first = False
-            for e in missing.values():
-                if e.key in self.answered and e.key not in self.failed:  # kept, yet not found again
-                    self.failed[e.key] = Failure("the batch answered this turn but the cache does not give it back "
-                                                 "(a task with refresh=True?)")
-            pending = [t for t in pending if t.name in missing and missing[t.name].key not in self.failed]
+        missing = (await find_missing(self.run)).missing  # under the run's refresh, if it has one
+        while True:
+            pending = [t for t in pending if t.name in missing]
             wanted = {missing[t.name].key: missing[t.name].request for t in pending}
             if not wanted:
-                break
+                return self.outcomes
             known = [r for r in await open_records(self.store, self.model.name, identity) if set(r.keys) & set(wanted)]
             sent = [await jobs.attach(client, self.store, r) for r in known]
             sent = sent or await self.send(client, identity, wanted)
@@ -107,12 +103,33 @@ class Rounds:
             for task in pending:
                 self.board.carry(task, missing[task.name].key)
             names = [t.name for t in pending]
-            outcomes = await asyncio.gather(*(self.finish(client, record, row, names)
-                                              for record, row in zip(sent, rows, strict=True)))
-            for record, found in outcomes:
+            collected = await asyncio.gather(*(self.finish(client, record, row, names)
+                                               for record, row in zip(sent, rows, strict=True)))
+            for record, found in collected:
                 await self.keep(found)
                 await save(self.store, record.with_status("collected"))  # after its answers are kept
-        return self.failed
+            missing = await self.again(pending)
+
+    async def again(self, tasks: list[Task]) -> dict[str, NotKept]:
+        """The carried tasks run again from the cache: each ends (its outcome kept for the results)
+        or stops at its next turn the cache lacks, which makes the next round."""
+        async def one(task: Task) -> NotKept | None:
+            try:
+                self.outcomes[task.name] = await task.call(self.model)
+            except NotKept as e:
+                if e.key not in self.answered:
+                    return e
+                failure = self.failed.get(e.key) or Failure(
+                    "the batch answered this turn but the cache does not give it back (a task with refresh=True?)")
+                self.outcomes[task.name] = ModelCallError(f"{self.model.name} batch: {failure.message}",
+                                                          status=failure.status)
+            except Exception as e:  # the error the task raises, as a run here would
+                self.outcomes[task.name] = e
+            return None
+
+        with quiet(), kept_only(), not_refreshing():
+            found = await asyncio.gather(*(one(task) for task in tasks))
+        return {task.name: e for task, e in zip(tasks, found, strict=True) if e is not None}
 
     async def send(self, client: Any, identity: str, wanted: dict[str, Any]) -> list[JobRecord]:
         """The wanted turns as new jobs, one per input file within the provider's limits. Shielded:
@@ -174,34 +191,25 @@ class Rounds:
 
 
 async def replay(run: Run, results: Results, on_result: Callable[[Done], None] | None,
-                 failed: dict[str, Failure], board: Board) -> None:
-    """Every task run here from the cache, into `results` in the tasks' order: a task the batch
-    answered is told as its own row (at the batch price), one the cache held before as a kept
-    answer; a turn whose line failed fails its task with the server's message."""
+                 outcomes: dict[str, Any], board: Board) -> None:
+    """Every task's result into `results`, in the tasks' order: a task the batch answered gives
+    the outcome of its last pass (told by its own row, at the batch price); every other task runs
+    here from the cache, told as a kept answer."""
     async def one(task: Task) -> Any:
-        carried = task.name in board.tasks
-        try:
-            with answer_cache_quiet(carried), kept_only(), not_refreshing():
-                try:
-                    value = await task.call(run.model)
-                except NotKept as e:
-                    failure = failed.get(e.key) or Failure("no answer was kept for this turn; run again")
-                    raise ModelCallError(f"{run.model.name} batch: {failure.message}", status=failure.status) from None
-        except Exception as e:
-            board.end(task.name, e)
-            raise
-        board.end(task.name)
-        return value
+        if task.name in outcomes:
+            outcome = outcomes[task.name]
+            board.end(task.name, outcome if isinstance(outcome, BaseException) else None)
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+        with kept_only(), not_refreshing():
+            try:
+                return await task.call(run.model)
+            except NotKept:
+                raise ModelCallError(f"{run.model.name} batch: no answer was kept for this turn; run again") from None
 
     await run_tasks({task.name: functools.partial(one, task) for task in run.tasks}, on_result=on_result,
                     results=results)
-
-
-def answer_cache_quiet(carried: bool) -> contextlib.AbstractContextManager:
-    """A task the batch answered is reported by its own row; its replay from the cache is not."""
-    from ..events import quiet
-
-    return quiet() if carried else contextlib.nullcontext()
 
 
 def not_refreshing() -> contextlib.AbstractContextManager:
