@@ -1,6 +1,6 @@
 """Figures for `Cluster` (a run on a Dask cluster's workers), measured side by side in one run.
 
-    python benchmarks/bench_cluster.py                      # both parts (~3 min on 2 cores)
+    python benchmarks/bench_cluster.py                      # every part (~5 min on 2 cores)
     python benchmarks/bench_cluster.py --part throughput --rounds 5
 
 Each part writes its table into benchmarks/results/cluster.md (and prints it).
@@ -10,7 +10,9 @@ Each part writes its table into benchmarks/results/cluster.md (and prints it).
    threads) against a LocalCluster of 2 worker processes with 1 thread each, on the same cores.
    Rounds alternate between the three; the ratio is the median of the rounds' ratios. The
    workers load the model once, in a first run not counted.
-2. client CPU: CALLS calls to the demo server (its own process, 20 ms latency), with a timeline
+2. shared limit: 600 calls with rpm=2700 shared by 2 workers against the demo server allowing
+   50 requests a second (90 % of its rate), answering 429 beyond; answers of 429 per run.
+3. client CPU: CALLS calls to the demo server (its own process, 20 ms latency), with a timeline
    recording every call: CPU seconds of this process per call, run here against run on the
    cluster (scheduler and workers in their own processes, their events relayed to this process).
 """
@@ -84,6 +86,31 @@ def throughput(rounds: int) -> str:
     return "\n".join(lines)
 
 
+def shared_limit(runs: int) -> str:
+    from distributed import Client, LocalCluster
+
+    from llmnb import Models
+    from llmnb.demo_server import DemoServer, RateLimit
+    from llmnb.runs import Run, Task
+    from llmnb.runs.cluster import Cluster
+
+    rows = []
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        for _ in range(runs):
+            with DemoServer(latency=0.05, rate_limit=RateLimit(requests=50)) as server:
+                model = Models.create("openai:demo", base_url=server.base_url, rpm=2700)
+                run = Run.for_each(model, [Task("g", "generate", "hello {x}")], list(range(600)), name="x")
+                start = time.perf_counter()
+                results = run.execute(Cluster(client))
+                rows.append((server.rate_limit.rejected, len(results.values_ok), time.perf_counter() - start))
+    lines = [f"### Shared limit: 600 calls, rpm=2700 over 2 workers, a server allowing 50/s ({machine()})", "",
+             "| run | answers of 429 | answered | wall s (the first run loads the workers' models) |",
+             "|---|---|---|---|"]
+    lines += [f"| {i} | {r} | {ok} | {wall:.1f} |" for i, (r, ok, wall) in enumerate(rows, 1)]
+    return "\n".join(lines)
+
+
 def client_cpu() -> str:
     from distributed import Client
     from distributed.deploy.subprocess import SubprocessCluster
@@ -125,12 +152,14 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--part", choices=["throughput", "cpu"], action="append")
+    parser.add_argument("--part", choices=["throughput", "limit", "cpu"], action="append")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    parts = args.part or ["throughput", "cpu"]
+    parts = args.part or ["throughput", "limit", "cpu"]
     if "throughput" in parts:
         results_file.publish("cluster", throughput(args.rounds), "throughput")
+    if "limit" in parts:
+        results_file.publish("cluster", shared_limit(args.rounds), "limit")
     if "cpu" in parts:
         results_file.publish("cluster", client_cpu(), "cpu")
 

@@ -132,13 +132,10 @@ class Cluster:
                 outcome = await answered(future, chunk)
                 await keep(run.model, outcome)
                 report(outcome, chunk, start, results, on_result)
-        except asyncio.CancelledError:  # an Interrupt: stop the workers' calls too
-            await client.cancel(futures)
-            raise
-        except ClusterLost:
-            raise
-        finally:
+        finally:  # an Interrupt stops the workers' calls; the chunks that came back are let go
             client.unsubscribe_topic(TOPIC + run_id)
+            if client.status == "running":
+                await client.cancel(futures)
             results.cancelled = [name for name in results.order if name not in results]
 
 
