@@ -160,3 +160,17 @@ def test_refresh_sends_every_row_again_in_a_new_job(ogx, tmp_path):
     run = Run.for_each(model, [Task("say", "generate", "Say {item}")], ["fresh"], refresh=True)
     assert run.execute(Batch(poll=0.1)).summary_line() == "1 done in 1 batch job"
     assert len(model.cache.batch_jobs()) == 2
+
+
+def test_what_the_cache_holds_is_not_sent_and_shows_as_kept(ogx, tmp_path):
+    model = batch_model(ogx, tmp_path / "answers.sqlite")
+    items = [f"mixed {i}" for i in range(30)]
+    say_run(model, items[:10]).execute()  # live: kept in the cache
+    with Timeline(title="mixed") as timeline:
+        results = say_run(model, items).execute(Batch(poll=0.1))
+    assert results.as_list() == [f"echo: Say mixed {i}" for i in range(30)]
+    assert results.summary_line() == "30 done in 1 batch job"
+    summary = timeline.summary()
+    assert (summary["tasks"], summary["cached"], summary["jobs"]) == (30, 10, 1)
+    assert [len(j.keys) for j in model.cache.batch_jobs()] == [20]
+    assert summary["saved"] == pytest.approx(summary["cost"])  # 10 kept at the live price = 20 sent at half of it
