@@ -27,7 +27,7 @@ KEY = "sk-cluster-test-9f8e7d6c5b4a"  # a key that must not leak into Dask
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
     client = distributed.Client(cluster)
     try:
         client.wait_for_workers(2, timeout=60)
@@ -87,6 +87,22 @@ def assert_key_nowhere(client) -> None:
     secret = Secret(KEY)
     assert KEY not in repr(secret) and KEY not in str(secret) and KEY not in f"{[secret]}"
     assert pickle.loads(pickle.dumps(secret)).reveal() == KEY
+
+
+def test_only_what_the_cache_lacks_leaves_the_kernel(client, tmp_path):
+    with DemoServer(latency=0.05) as server:
+        model = Models.create("openai:demo", base_url=server.base_url, cache=str(tmp_path / "answers.sqlite"))
+        task = Task("say", "generate", "Say hello to {x}")
+        execute(Run.for_each(model, [task], list(range(0, 40, 2)), name="x"), Cluster(client))
+        sent = server.requests
+        seen = []
+        with listen(seen.append):
+            results = execute(Run.for_each(model, [task], list(range(40)), name="x"), Cluster(client))
+        assert server.requests - sent == 20 and results.as_list() == [REPLY] * 40 and not results.cancelled
+        assert results.order == [f"say_{i}" for i in range(1, 41)]
+        finished = [e for e in seen if e.kind == "finished"]
+        assert sum(e.cached and e.worker is None for e in finished) == 20  # answered here, from the cache
+        assert sum(not e.cached and e.worker is not None for e in finished) == 20
 
 
 def test_embedded_model_on_the_workers(client):

@@ -101,14 +101,17 @@ class Cluster:
     async def execute(self, run: Run, results: Results, on_result: Callable[[Done], None] | None = None) -> None:
         """Fill `results`: kept answers from this process's cache, the rest from the workers."""
         split = await find_missing(run)
-        kept = Results()
-        if split.kept:
-            jobs = {task.name: (lambda t=task: t.call(run.model)) for task in split.kept}
-            await run_tasks(jobs, max_concurrency=run.max_concurrency, on_result=on_result, results=kept)
-        results.update(kept)
-        missing = [task for task in run.tasks if task.name in split.missing]
-        if missing:
-            await self._send(run, missing, results, on_result)
+        order = results.order
+        try:
+            if split.kept:  # answered here, from the cache (run_tasks numbers only these)
+                jobs = {task.name: (lambda t=task: t.call(run.model)) for task in split.kept}
+                await run_tasks(jobs, max_concurrency=run.max_concurrency, on_result=on_result, results=results)
+            missing = [task for task in run.tasks if task.name in split.missing]
+            if missing:
+                await self._send(run, missing, results, on_result)
+        finally:  # the run's own order; what did not come back is cancelled
+            results.order = order
+            results.cancelled = [name for name in order if name not in results]
 
     async def _send(self, run: Run, tasks: Sequence[Task], results: Results,
                     on_result: Callable[[Done], None] | None) -> None:
@@ -136,7 +139,6 @@ class Cluster:
             client.unsubscribe_topic(TOPIC + run_id)
             if client.status == "running":
                 await client.cancel(futures)
-            results.cancelled = [name for name in results.order if name not in results]
 
 
 async def answered(future, chunk: Chunk) -> ChunkResult | BaseException:
