@@ -9,7 +9,7 @@ import contextlib
 from llmnb import Models
 from llmnb.demo_batch import DemoBatchServer
 from llmnb.runs import Run, Task, TaskError
-from llmnb.runs.batch import Batch, cancel_batch_async
+from llmnb.runs.batch import Batch, cancel_batch_async, forget_batch
 
 
 def test_a_cancelled_job_keeps_its_answers_and_the_next_run_sends_the_rest(tmp_path):
@@ -55,5 +55,26 @@ def test_a_job_the_server_lost_fails_its_rows_once_and_the_next_run_sends_them(t
             again = await run.execute_async(Batch(poll=0.05, max_poll=0.1))
             assert again.as_list() == ["I'm doing well, thank you. How about you?"] * 2
             assert len(server.batches) == 1
+
+    asyncio.run(main())
+
+
+def test_a_job_forgotten_is_waited_for_no_more_and_its_rows_go_again(tmp_path):
+    async def main():
+        with DemoBatchServer(latency=0.05, concurrency=4, validating=0.05) as server:
+            model = Models.create("openai:demo", base_url=server.base_url, api_key="none", cache=tmp_path / "c.sqlite")
+            run = Run.for_each(model, [Task("say", "generate", "Say {item}")], ["a", "b"])
+            server.validating = 3600  # a job that never moves, as on a server that lost track of it
+            first = asyncio.ensure_future(run.execute_async(Batch(poll=0.05, max_poll=0.1)))
+            while not [j for j in model.cache.batch_jobs() if j.job]:  # its id written down
+                await asyncio.sleep(0.02)
+            first.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await first
+            server.validating = 0.05
+            forgotten = await asyncio.to_thread(forget_batch, model.cache, "batch_1")
+            assert forgotten.status == "forgotten" and len(forgotten.keys) == 2
+            again = await run.execute_async(Batch(poll=0.05, max_poll=0.1))
+            assert len(again.values_ok) == 2 and sorted(server.batches) == ["batch_1", "batch_2"]
 
     asyncio.run(main())

@@ -19,6 +19,8 @@ from typing import Any
 TABLE = """CREATE TABLE IF NOT EXISTS batch_jobs (file TEXT PRIMARY KEY, job TEXT, model TEXT NOT NULL,
            backend TEXT NOT NULL, keys TEXT NOT NULL, status TEXT NOT NULL, made REAL NOT NULL)"""
 
+DONE = ("collected", "forgotten")  # a job no run waits for any more: its answers kept, or given up
+
 _in_memory: weakref.WeakKeyDictionary[Any, dict[str, JobRecord]] = weakref.WeakKeyDictionary()
 
 
@@ -26,7 +28,7 @@ _in_memory: weakref.WeakKeyDictionary[Any, dict[str, JobRecord]] = weakref.WeakK
 class JobRecord:
     """One batch job of a cache: its input `file` id, its `job` id (None until it exists), the
     model, the backend it went to (its base URL), the cache keys of its lines and its last status
-    ("uploaded", a Batch API status, or "collected" once its answers are kept)."""
+    ("uploaded", a Batch API status, "collected" once its answers are kept, or "forgotten")."""
 
     file: str
     job: str | None
@@ -67,8 +69,8 @@ async def open_records(store: Any, model: str, backend: str) -> list[JobRecord]:
     """The jobs of this model and backend not collected yet, oldest first."""
     if not hasattr(store, "_do"):
         return [r for r in _in_memory.get(store, {}).values()
-                if r.model == model and r.backend == backend and r.status != "collected"]
-    where = "WHERE model = ? AND backend = ? AND status != 'collected'"
+                if r.model == model and r.backend == backend and r.status not in DONE]
+    where = "WHERE model = ? AND backend = ? AND status NOT IN ('collected', 'forgotten')"
     return await asyncio.wrap_future(store._do(lambda db: _select(db, where, (model, backend)), write=True))
 
 

@@ -245,6 +245,21 @@ def batch_jobs(store: Any) -> list[JobRecord]:
     return records(store)
 
 
+def forget_batch(store: Any, job: str | JobRecord) -> JobRecord:
+    """Stop waiting for a job (its id, or a record of `batch_jobs`): a server that lost track of it
+    may leave it in progress for ever. The next run sends its rows again; the job itself is not
+    touched (`cancel_batch` asks the provider to stop it)."""
+    from ..sync import run as run_sync
+
+    job_id = job.job if isinstance(job, JobRecord) else job
+    record = next((r for r in records(store) if r.job == job_id), None)
+    if record is None:
+        raise ConfigError(f"the cache {store} knows no batch job {job_id!r}; see its batch_jobs()")
+    forgotten = record.with_status("forgotten")
+    run_sync(save(store, forgotten))
+    return forgotten
+
+
 async def cancel_batch_async(model: Model, job: str | JobRecord) -> str:
     """Ask the provider to cancel a batch job (its id, or a record of `batch_jobs`); returns its
     status after the request. The answers it made before it stopped are collected by the next run."""
