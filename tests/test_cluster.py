@@ -192,6 +192,22 @@ def test_a_lost_scheduler_is_a_clear_error_and_keeps_the_results():
         cluster.close()
 
 
+def test_a_scheduler_refusing_plugins_leaves_each_worker_its_own_limits():
+    """A scheduler that blocks plugins (or lacks llmnb) cannot hold the shared limit: a warning,
+    and the run goes on with each worker keeping the model's limits."""
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                       scheduler_kwargs={"blocked_handlers": ["register_scheduler_plugin"]})
+    try:
+        with DemoServer(latency=0.05) as server:
+            model = Models.create("openai:demo", base_url=server.base_url, rpm=1200)
+            run = Run.for_each(model, [Task("g", "generate", "call {x}")], list(range(20)), name="x")
+            with pytest.warns(RuntimeWarning, match="cannot hold llmnb's shared rate limits"):
+                results = execute(run, Cluster(cluster.scheduler_address))
+        assert results.as_list() == [REPLY] * 20
+    finally:
+        cluster.close()
+
+
 def test_bad_options():
     with pytest.raises(ConfigError, match="chunk must be"):
         Cluster("tcp://127.0.0.1:1", chunk=0)

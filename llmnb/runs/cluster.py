@@ -23,6 +23,7 @@ import asyncio
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -116,13 +117,13 @@ class Cluster:
     async def _send(self, run: Run, tasks: Sequence[Task], results: Results,
                     on_result: Callable[[Done], None] | None) -> None:
         client = await self.client()
-        await register_limits(client)
+        shared = await register_limits(client)
         run_id = uuid.uuid4().hex[:12]
         threads = await worker_threads(client)
         per_worker = run.max_concurrency or PER_WORKER
         size = self.chunk or max(1, min(per_worker, -(-len(tasks) // (2 * threads))))
         chunks = [Chunk(f"llmnb-{run_id}-{i}", run_id, recipe_of(run.model), tuple(tasks[i: i + size]),
-                        min(per_worker, size), secret_of(run.model)) for i in range(0, len(tasks), size)]
+                        min(per_worker, size), secret_of(run.model), shared) for i in range(0, len(tasks), size)]
         self.workers = {}
         client.subscribe_topic(TOPIC + run_id, receive(events.relay(), self.workers))
         events.expect_calls(len(tasks))  # an open timeline shows the run's progress out of this total
@@ -176,9 +177,17 @@ def report(outcome: ChunkResult | BaseException, chunk: Chunk, start: float, res
             on_result(one)
 
 
-async def register_limits(client) -> None:
-    """The cluster's shared rate limits on the scheduler (once per scheduler)."""
-    await client.register_plugin(SharedLimits(), name=SharedLimits.name)
+async def register_limits(client) -> bool:
+    """The cluster's shared rate limits on the scheduler (once per scheduler); False, with a
+    warning, when the scheduler cannot hold them (llmnb is not installed where it runs)."""
+    try:
+        await client.register_plugin(SharedLimits(), name=SharedLimits.name)
+    except Exception as e:
+        warnings.warn(f"the Dask scheduler cannot hold llmnb's shared rate limits ({type(e).__name__}: {e}); "
+                      "each worker keeps the model's limits on its own: install llmnb where the scheduler runs",
+                      RuntimeWarning, stacklevel=2)
+        return False
+    return True
 
 
 async def worker_threads(client) -> int:

@@ -28,8 +28,8 @@ from .form import Task
 from .results import TaskError
 
 WATCH_SECONDS = 0.2  # how often a chunk looks whether the driver cancelled it
-_models: dict[tuple[Recipe, str], Model] = {}  # made once per worker process, for every later run
-_making: dict[tuple[Recipe, str], asyncio.Lock] = {}
+_models: dict[tuple[Recipe, str, bool], Model] = {}  # made once per worker process, for every later run
+_making: dict[tuple[Recipe, str, bool], asyncio.Lock] = {}
 
 
 class Secret:
@@ -64,6 +64,7 @@ class Chunk:
     tasks: tuple[Task, ...]
     concurrency: int
     secret: Secret | None = None
+    shared_limits: bool = True  # the scheduler holds the rate limits (False: each worker its own)
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ async def run_chunk(chunk: Chunk) -> ChunkResult:
     from distributed import get_worker
 
     worker = get_worker()
-    model = await worker_model(chunk.recipe, chunk.secret, worker)
+    model = await worker_model(chunk, worker)
     store = MemoryStore()
     here = Model(model.backend, defaults=model.defaults, cache=store, price=model.price)
     gate = asyncio.Semaphore(chunk.concurrency)
@@ -119,15 +120,17 @@ async def run_chunk(chunk: Chunk) -> ChunkResult:
     return ChunkResult(tuple(answers), turns, worker.address)
 
 
-async def worker_model(recipe: Recipe, secret: Secret | None, worker) -> Model:
-    """The recipe's model in this worker process, made on first use (off the event loop: a GGUF
-    file takes seconds to load) and kept for later chunks and runs."""
-    key = (recipe, secret.digest() if secret else "")
+async def worker_model(chunk: Chunk, worker) -> Model:
+    """The chunk's model in this worker process, made from its recipe on first use (off the event
+    loop: a GGUF file takes seconds to load) and kept for later chunks and runs."""
+    secret = chunk.secret
+    key = (chunk.recipe, secret.digest() if secret else "", chunk.shared_limits)
     if key not in _models:
         async with _making.setdefault(key, asyncio.Lock()):
             if key not in _models:
-                model = await asyncio.to_thread(make, recipe, secret)
-                share_limits(model, worker, secret.digest() if secret else None)
+                model = await asyncio.to_thread(make, chunk.recipe, secret)
+                if chunk.shared_limits:
+                    share_limits(model, worker, secret.digest() if secret else None)
                 _models[key] = model
     return _models[key]
 
