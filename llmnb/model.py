@@ -18,7 +18,7 @@ from .partial import partial_values
 from .prices import Price
 from .structured import Target, labels_type, target_for
 from .thread import Thread, label_of, messages_for
-from .tool_loop import ToolLoop
+from .tool_loop import ToolLoop, checked_retries
 from .tools import MAX_STEPS, Toolbox
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ class Model:
         value read so far in `.partial_value` (and its text in `.partial`). With `retries=`, an
         answer that does not validate is asked for again and fills in again from the start.
         """
-        toolbox, wanted = Toolbox(tools, tool_choice, max_steps), target_for(target)
+        toolbox, wanted, retries = Toolbox(tools, tool_choice, max_steps), target_for(target), checked_retries(retries)
         turns = self._start("extract", prompt, inst, toolbox, EXTRACT_INST)
         gen = self._over_defaults(Generation(max_tokens, temperature, seed))
         with reported(turns.call, turns.tally):
@@ -253,6 +253,7 @@ class Model:
         """A call answered whole: its text, or with a `target` its validated value. `toolbox` holds
         the tools, tool_choice and max_steps, checked; `retries` re-asks an answer that does not
         validate; `refresh` asks again even when the answer cache holds the answer."""
+        retries = checked_retries(retries)
         turns = self._start(method, prompt, inst, toolbox, guide)
         with reported(turns.call, turns.tally):
             value = await turns.answer(lambda r: self._send(r, turns.call, refresh), self._over_defaults(gen),

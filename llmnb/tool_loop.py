@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backends.base import Completion, Delta, Generation, Request, ToolCall
-from .errors import ExtractError, MaxStepsError
+from .errors import ConfigError, ExtractError, MaxStepsError
 from .events import Call
 from .structured import Target
 from .thread import Thread
@@ -93,7 +93,7 @@ class ToolLoop:
                     raise
                 self.messages += ({"role": "assistant", "content": completion.text},
                                   {"role": "user", "content": REASK.format(error=e)})
-        return None  # retries below 0: no turn is asked for
+        raise AssertionError("unreachable: checked_retries allows no count below 0")
 
     async def stream(self, send: Callable[[Request], AsyncGenerator[Delta, None]],
                      gen: Generation) -> AsyncGenerator[str, None]:
@@ -165,3 +165,10 @@ def parse(target: Target, completion: Completion, gen: Generation) -> Any:
         limit = f"max_tokens={gen.max_tokens}" if gen.max_tokens is not None else "the server's length limit"
         raise ExtractError(f"the answer was cut off at {limit} before it was complete; raise max_tokens= "
                            "(the raw text is in .raw)", raw=e.raw, target=e.target) from e
+
+
+def checked_retries(retries: Any) -> int:
+    """`retries=`, checked before anything is sent: a count below 0 would ask the model nothing."""
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigError(f"retries must be a whole number of 0 or more (times to ask again), not {retries!r}")
+    return retries

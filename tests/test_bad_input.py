@@ -126,3 +126,17 @@ def test_extract_error_names_the_type_as_written():
     assert type_name(Annotated[str, Field(max_length=5)]) == "str (at most 5 characters)"
     assert type_name(dict[str, Annotated[int, Field(ge=0)]] | None) == "dict[str, int (>= 0)] | None"
     assert type_name(Literal["a", "b"]) == "Literal['a', 'b']"
+
+
+@pytest.mark.parametrize("retries", [-1, 1.5, True])
+def test_retries_below_0_or_not_a_count_is_refused_before_anything_is_sent(retries):
+    from llmnb.demo_server import DemoServer
+
+    with DemoServer(latency=0.01) as server:
+        model = Models.create("openai:demo", base_url=server.base_url, api_key="k", cache=False)
+        for call in (lambda: model.extract(int, "A number?", retries=retries),
+                     lambda: model.classify(["a", "b"], "Which?", retries=retries),
+                     lambda: list(model.extract_stream(int, "A number?", retries=retries))):
+            with pytest.raises(ConfigError, match="retries must be a whole number of 0 or more"):
+                call()
+        assert server.requests == 0

@@ -110,3 +110,4 @@ def test_find_missing_splits_a_run_by_what_the_cache_holds_and_sends_nothing(ser
     assert all(e.key and e.request.messages for e in split.missing.values())
     assert split.missing["says_4"].key != split.missing["says_5"].key
     assert server.requests == sent and heard == []  # nothing sent, nothing drawn
+
