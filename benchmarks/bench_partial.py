@@ -19,12 +19,11 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 
 import results_file  # benchmarks/, next to this script
+from demo_process import free_port, start_demo_server
 from pydantic import BaseModel
 
 from llmnb import Models
@@ -42,23 +41,6 @@ class Person(BaseModel):
     age: int
     city: str
     hobbies: list[str]
-
-
-def start_server(port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "llmnb.demo_server", "--port", str(port), "--latency", str(LATENCY),
-           "--per-token", str(PER_TOKEN)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
-        except urllib.error.HTTPError:
-            return proc  # it answers (the root is no chat endpoint)
-        except OSError:
-            time.sleep(0.1)
-        else:
-            return proc
-    proc.kill()
-    raise SystemExit("the demo server did not start")
 
 
 async def one_call(model, **options) -> tuple[float, float, float, int]:
@@ -100,8 +82,8 @@ def reading_cost() -> str:
 
 
 def main() -> None:
-    port = 8000 + os.getpid() % 1000
-    server = start_server(port)
+    port = free_port()
+    server = start_demo_server(port, LATENCY, PER_TOKEN)
     try:
         local = Models.create(cache=False)
         remote = Models.create("openai:demo", base_url=f"http://127.0.0.1:{port}/v1", api_key="no-key",

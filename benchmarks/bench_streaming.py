@@ -23,12 +23,11 @@ import os
 import platform
 import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 
 import results_file  # benchmarks/, next to this script
+from demo_process import free_port, start_demo_server
 
 from llmnb import Models, listen
 
@@ -38,29 +37,6 @@ LATENCY = 0.2
 PER_TOKEN = 0.01
 PROMPT = [{"role": "user", "content": "Hello, how are you?"}]
 PIECE = b"I'm"  # the demo server's first token
-
-
-def start_server(port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "llmnb.demo_server", "--port", str(port), "--latency", str(LATENCY),
-           "--per-token", str(PER_TOKEN)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
-        except urllib.error.HTTPError:
-            return proc  # it answers (the root is no chat endpoint)
-        except OSError:
-            time.sleep(0.1)
-        else:
-            return proc
-    proc.kill()
-    raise SystemExit("the demo server did not start")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class TTFT:
@@ -173,7 +149,7 @@ def report(result: dict, floor: float) -> str:
 
 def main() -> None:
     port = free_port()
-    server = start_server(port)
+    server = start_demo_server(port, LATENCY, PER_TOKEN)
     try:
         result = asyncio.run(measure(f"http://127.0.0.1:{port}/v1"))
         floor = statistics.median(socket_ttft(port) for _ in range(10))
