@@ -29,7 +29,7 @@ from typing_extensions import TypedDict, is_typeddict
 from .backends.base import Completion, Delta, Generation, Request
 from .errors import ExtractError, ModelCallError
 from .structured import Target
-from .tool_loop import REASK, ToolLoop, parse
+from .tool_loop import ToolLoop, parse
 
 Send = Callable[[Request], AsyncGenerator[Delta | Completion, None]]
 
@@ -124,8 +124,7 @@ async def partial_values(turns: ToolLoop, send: Send, gen: Generation, target: T
         except ExtractError as e:
             if attempt == retries:
                 raise
-            turns.messages += ({"role": "assistant", "content": completion.text},
-                               {"role": "user", "content": REASK.format(error=e)})
+            turns.reask(completion, e)
             continue
         yield value
         return

@@ -91,9 +91,13 @@ class ToolLoop:
             except ExtractError as e:
                 if attempt == retries:
                     raise
-                self.messages += ({"role": "assistant", "content": completion.text},
-                                  {"role": "user", "content": REASK.format(error=e)})
+                self.reask(completion, e)
         raise AssertionError("unreachable: checked_retries allows no count below 0")
+
+    def reask(self, completion: Completion, error: ExtractError) -> None:
+        """Send the answer that did not validate back with what was wrong (`retries=`)."""
+        self.messages += ({"role": "assistant", "content": completion.text},
+                          {"role": "user", "content": REASK.format(error=error)})
 
     async def stream(self, send: Callable[[Request], AsyncGenerator[Delta, None]],
                      gen: Generation) -> AsyncGenerator[str, None]:
