@@ -39,11 +39,19 @@ class Recipe:
     options: tuple[tuple[str, Any], ...] = ()
     problem: str | None = None
 
-    def make(self) -> Model:
-        """The model, made here with `Models.create`."""
+    def checked(self) -> Recipe:
+        """This recipe, or the ConfigError saying why its model cannot be made elsewhere."""
         if self.problem:
             raise ConfigError(self.problem)
-        return Models.create(self.name, **dict(self.options))
+        return self
+
+    def make(self, api_key: str | None = None) -> Model:
+        """The model, made here with `Models.create`; `api_key`, when given, is used for this one
+        model and never kept in the recipe."""
+        options = dict(self.checked().options)
+        if api_key is not None:
+            options["api_key"] = api_key
+        return Models.create(self.name, **options)
 
 
 def recipe_for(name: str, options: dict) -> Recipe:

@@ -198,9 +198,7 @@ async def worker_threads(client) -> int:
 def recipe_of(model):
     if model.recipe is None:
         raise ConfigError("a cluster makes the model again on each worker: make it with Models.create(...)")
-    if model.recipe.problem:
-        raise ConfigError(model.recipe.problem)
-    return model.recipe
+    return model.recipe.checked()
 
 
 def secret_of(model) -> Secret | None:

@@ -19,9 +19,8 @@ from typing import Any
 from .. import events
 from ..backends.base import Completion
 from ..cache import MemoryStore
-from ..errors import ConfigError
 from ..model import Model
-from ..registry import Models, Recipe
+from ..registry import Recipe
 from .cluster_events import Forwarder
 from .cluster_limits import key_digest, share_limits
 from .form import Task
@@ -136,12 +135,7 @@ async def worker_model(chunk: Chunk, worker) -> Model:
 
 
 def make(recipe: Recipe, secret: Secret | None) -> Model:
-    if recipe.problem:
-        raise ConfigError(recipe.problem)
-    options = dict(recipe.options)
-    if secret is not None:
-        options["api_key"] = secret.reveal()
-    return Models.create(recipe.name, **options)
+    return recipe.make(api_key=None if secret is None else secret.reveal())
 
 
 async def stop_when_cancelled(worker, key: str, jobs: Sequence[asyncio.Future]) -> None:
