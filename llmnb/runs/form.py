@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import json
 from collections import Counter
@@ -50,8 +51,7 @@ class Task:
         if self.method != "generate" and self.target is None:
             what = "a type" if self.method == "extract" else "the labels"
             raise ConfigError(f"task {self.name!r}: {self.method} needs target= ({what})")
-        allowed = set(inspect.signature(getattr(Model, f"{self.method}_async")).parameters) - {
-            "self", "prompt", "target", "labels"}
+        allowed = options_of(self.method)
         unknown = sorted(set(self.options) - allowed)
         if unknown:
             raise ConfigError(f"task {self.name!r}: {self.method} takes no option {', '.join(unknown)}; "
@@ -63,6 +63,13 @@ class Task:
         args = (self.prompt,) if self.method == "generate" else (self.target, self.prompt)
         with contextlib.nullcontext() if self.sample is None else sample_index(self.sample):
             return await method(*args, **self.options)
+
+
+@functools.cache
+def options_of(method: str) -> frozenset[str]:
+    """The keyword options of a Model method (read once: a run of 50,000 tasks checks each)."""
+    return frozenset(inspect.signature(getattr(Model, f"{method}_async")).parameters) - {
+        "self", "prompt", "target", "labels"}
 
 
 class Executor(Protocol):
